@@ -1,0 +1,73 @@
+"""The Python API, mirroring the CLI: train, evaluate, load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pixelwise.config import TrainConfig
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.formats import load_spec
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.predict import Predictor, load
+from pixelwise.training import engine
+from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
+from pixelwise.training.plots import plot_confusion
+
+__all__ = ["train", "evaluate", "load", "Predictor"]
+
+
+def train(data: str | Path, out: str | Path = "runs/train", resume: bool = False, **options) -> dict:
+    """Train with `pixelwise train`'s defaults, overridden by keyword (see `TrainConfig`).
+
+    >>> summary = train("my_data", out="runs/first", time_budget=10)
+    """
+    cfg = TrainConfig(data=str(data), out=str(out), **options)
+    return engine.fit(cfg, resume=resume)
+
+
+def default_split(splits) -> str:
+    for name in ("test", "val"):
+        if name in splits:
+            return name
+    raise PixelwiseError("the dataset has neither a test nor a val split; name one with --split")
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None, format: str = "auto",
+             json_path: str | Path | None = None, plot_path: str | Path | None = None,
+             device: str = "auto", precision: str = "auto") -> dict:
+    """Score a checkpoint on one split. -> the metrics dict (pixel_accuracy, mean_accuracy, mean_iou,
+    fw_iou, per_class_iou), also written to `json_path`; the confusion matrix goes to `plot_path`."""
+    ckpt = load_checkpoint(checkpoint)
+    spec = load_spec(data, format)
+    split = split or default_split(spec.splits)
+    class_names = ckpt["class_names"]
+    if spec.num_classes != len(class_names):
+        raise PixelwiseError(f"{data}: dataset has {spec.num_classes} classes but checkpoint {checkpoint} was "
+                             f"trained on {len(class_names)} ({', '.join(class_names)})")
+    dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
+    device_ = engine.resolve_device(device)
+    dtype = engine.resolve_precision(precision, device_)
+    model = engine.prepare_model(model_from_checkpoint(ckpt), device_, dtype)
+    matrix = engine.evaluate(model, dataset, device_, dtype, desc=f"evaluate {split}")
+    metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),
+               "confusion_matrix": matrix.matrix.tolist()}
+    plot_path = Path(plot_path) if plot_path else Path(checkpoint).with_name(f"confusion_{split}.png")
+    plot_confusion(matrix.matrix.numpy(), class_names, plot_path)
+    metrics["confusion_plot"] = str(plot_path)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """A human-readable report: the four summary scores, then IoU per class."""
+    lines = [f"{metrics['split']} split, {metrics['images']} images",
+             f"  pixel accuracy   {metrics['pixel_accuracy']:.4f}",
+             f"  mean accuracy    {metrics['mean_accuracy']:.4f}",
+             f"  mean IoU         {metrics['mean_iou']:.4f}",
+             f"  frequency-weighted IoU {metrics['fw_iou']:.4f}",
+             "", f"  {'class':<20} IoU"]
+    for name, iou in metrics["per_class_iou"].items():
+        lines.append(f"  {name:<20} {'—  (absent)' if iou is None else f'{iou:.4f}'}")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""The `pixelwise` command: train | evaluate | predict | demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from pixelwise.config import TrainConfig
+from pixelwise.errors import PixelwiseError
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def size_pair(text: str) -> tuple[int, int]:
+    """'384' -> (384, 384); '360x480' -> (360, 480), height first."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 8:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with sides of at least 8, got {text!r}")
+    return parts[0], parts[1]
+
+
+def float_pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0.75,1.75, got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH, got {text!r}")
+    return lo, hi
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from pixelwise.data.formats import FORMATS
+    from pixelwise.models.registry import list_backbones, list_models
+    from pixelwise.models.upsample import MODES
+    from pixelwise.training.losses import WEIGHTINGS
+
+    d = DEFAULTS
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--out", default=d["out"], help="run folder for checkpoints, curves and history (default: %(default)s)")
+    p.add_argument("--format", default=d["format"], choices=FORMATS, help="dataset layout (default: detect)")
+    p.add_argument("--model", default=d["model"], choices=list_models(), help="architecture (default: %(default)s)")
+    p.add_argument("--backbone", default=d["backbone"], choices=list_backbones(),
+                   help="ImageNet-pretrained encoder (default: %(default)s)")
+    p.add_argument("--upsample", default=d["upsample"], choices=MODES, help="upsampling operator (default: %(default)s)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="start from random weights instead of ImageNet")
+    p.add_argument("--backbone-weights", metavar="PATH", help="load the backbone's ImageNet weights from this file")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, default=d["epochs"],
+                        help="total epochs, also when resuming (default: %(default)s)")
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="train for this many minutes, validation included; the schedule fits the budget")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", metavar="CKPT", help="initialise matching weights from a checkpoint")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="default: %(default)s")
+    p.add_argument("--crop-size", type=size_pair, default=d["crop_size"], metavar="N|HxW",
+                   help="training crop, clamped to the image size (default: %(default)s)")
+    p.add_argument("--scale-range", type=float_pair, default=d["scale_range"], metavar="LOW,HIGH",
+                   help="random rescaling before the crop (default: %(default)s)")
+    p.add_argument("--jitter", type=float, default=d["jitter"], help="brightness/contrast jitter (default: %(default)s)")
+    p.add_argument("--class-weighting", default=d["class_weighting"], choices=WEIGHTINGS,
+                   help="loss weights from training pixel counts (default: %(default)s)")
+    p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d["workers"], help="data loader processes (default: %(default)s)")
+    p.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"), help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=d["seed"], help="default: %(default)s")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in known})
+
+
+def cmd_train(args) -> None:
+    from pixelwise.training.engine import fit
+
+    summary = fit(config_from_args(args), resume=args.resume)
+    print(f"best val mean IoU {summary['best_mean_iou']:.4f} after {summary['epochs']} epochs "
+          f"({summary['minutes']:.1f} min); checkpoint: {summary['best_checkpoint']}")
+
+
+def cmd_evaluate(args) -> None:
+    from pixelwise.api import evaluate, format_metrics
+
+    metrics = evaluate(args.checkpoint, args.data, split=args.split, format=args.format, json_path=args.json,
+                       plot_path=args.plot, device=args.device, precision=args.precision)
+    print(format_metrics(metrics))
+    print(f"\nconfusion matrix: {metrics['confusion_plot']}" + (f"\nmetrics JSON: {args.json}" if args.json else ""))
+
+
+def cmd_predict(args) -> None:
+    from pixelwise.inference.predict import gather_images, load
+
+    images = gather_images(args.inputs)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path in images:
+        try:
+            predictor.predict_to_files(path, out)
+        except PixelwiseError as err:  # one bad file must not stop a folder of good ones
+            failed.append(str(err))
+            print(f"skipped: {err}", file=sys.stderr)
+    print(f"wrote {len(images) - len(failed)} masks and overlays to {out}")
+    if failed:
+        raise PixelwiseError(f"{len(failed)} of {len(images)} images could not be predicted (see above)")
+
+
+def cmd_demo(args) -> None:
+    from pixelwise.demo import run_demo
+
+    run_demo(out=args.out, epochs=args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
+                                     "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder",
+                       description="Train a segmentation model. Writes OUT/last.pt every epoch and OUT/best.pt "
+                       "(best validation mean IoU), history.json and curves.png. Example: "
+                       "pixelwise train --data data/camvid --out runs/camvid --time-budget 45")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
+                       description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "
+                       "per-class IoU, and save a confusion-matrix PNG. Example: pixelwise evaluate "
+                       "--checkpoint runs/camvid/best.pt --data data/camvid --json runs/camvid/test.json")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--split", help="split to score (default: test if present, else val)")
+    p.add_argument("--format", default="auto", choices=("auto", "camvid", "voc", "folder"), help="dataset layout")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON here")
+    p.add_argument("--plot", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict masks for images",
+                       description="For each image write DIR/<stem>.png (class indices with the dataset palette) "
+                       "and DIR/<stem>_overlay.png. Example: pixelwise predict --checkpoint runs/camvid/best.pt "
+                       "photos/ extra.jpg --out predictions")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images, any size")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="train, evaluate and predict on the bundled nuclei sample",
+                       description="The whole flow on the bundled sample (16 tiles of a nuclei microscopy image): "
+                       "trains FCN-8s/EfficientNet-Lite0, scores the held-out tiles, writes masks and overlays.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=60, help="default: %(default)s")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PixelwiseError as err:
+        print(f"pixelwise: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixelwise: interrupted; the last completed epoch is in last.pt (use --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Training configuration: one frozen dataclass, saved inside every checkpoint as plain types."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str = "runs/train"
+    format: str = "auto"
+    model: str = "fcn8s"
+    backbone: str = "efficientnet_lite0"
+    upsample: str = "transposed"
+    pretrained: bool = True
+    backbone_weights: str | None = None
+    epochs: int = 80  # a time budget, when given, usually ends training first
+    time_budget: float | None = None  # minutes, validation included
+    batch_size: int = 8
+    lr: float = 1e-3  # AdamW; peak after warm-up, then poly decay to 0 at the end of the budget
+    weight_decay: float = 1e-4
+    warmup: float = 0.03  # fraction of training spent ramping the learning rate up
+    crop_size: tuple[int, int] = (352, 480)  # clamped to the image size, so small images are not padded
+    scale_range: tuple[float, float] = (0.75, 1.75)  # upscaling shows thin objects (poles, signs) larger
+    jitter: float = 0.2  # brightness/contrast jitter strength
+    class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
+    precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
+    workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores
+    device: str = "auto"
+    seed: int = 0
+    init_from: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        for key in ("crop_size", "scale_range"):
+            if key in kwargs and kwargs[key] is not None:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)

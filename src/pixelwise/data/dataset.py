@@ -1,0 +1,70 @@
+"""A map-style dataset over (image, mask) file pairs that checks every mask it reads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.transforms import to_tensors
+from pixelwise.errors import DataError
+
+
+def check_mask(mask: np.ndarray, image: np.ndarray, mask_path: Path, image_path: Path,
+               num_classes: int, ignore_index: int) -> None:
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
+                        f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their image")
+    bad = np.unique(mask[(mask >= num_classes) & (mask != ignore_index)])
+    if bad.size or (mask < 0).any():
+        label = int(bad[0]) if bad.size else int(mask.min())
+        raise DataError(f"mask {mask_path} has label {label} but the dataset has {num_classes} classes "
+                        f"(0-{num_classes - 1}, {ignore_index} = ignore)")
+
+
+class SegmentationDataset(Dataset):
+    """Decoded, checked samples. With `cache=True` decoded arrays stay in memory: on a CPU
+    box decoding PNGs every epoch would steal the cores the model needs."""
+
+    def __init__(self, pairs, num_classes: int, ignore_index: int, transform=None, cache: bool = False):
+        self.pairs = list(pairs)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.transform = transform
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (HxWx3 uint8 image, HxW int mask), checked."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image_path, mask_path = self.pairs[index]
+        image, mask = read_image(image_path), read_mask(mask_path)
+        check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
+        if self._cache is not None:
+            # uint8 masks take an eighth of the memory of int64 ones
+            self._cache[index] = (image, mask.astype(np.uint8) if mask.max() < 256 else mask)
+        return image, mask
+
+    def preload(self, desc: str = "checking data") -> "SegmentationDataset":
+        """Read and check every pair now, so a bad mask fails before training starts, not in epoch 7."""
+        for i in tqdm(range(len(self)), desc=desc, unit="img", leave=False, disable=len(self) < 50):
+            self.load(i)
+        return self
+
+    def __getitem__(self, index: int):
+        image, mask = to_tensors(*self.load(index))
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Labelled pixels per class (ignore excluded), read from the untransformed masks."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for i in range(len(self)):
+            mask = self.load(i)[1]
+            counts += np.bincount(mask[mask < self.num_classes].ravel(), minlength=self.num_classes)[: self.num_classes]
+        return counts

@@ -1,0 +1,168 @@
+"""Dataset layouts on disk: CamVid/SegNet, PASCAL VOC and a plain images/masks folder.
+
+Each loader turns a root folder into a `DatasetSpec`: class names, the ignore value,
+a palette and, per split, the (image, mask) file pairs. Nothing is decoded here.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pixelwise.data.io import IMAGE_SUFFIXES, default_palette
+from pixelwise.errors import DataError
+
+FORMATS = ("auto", "camvid", "voc", "folder")
+SPLITS = ("train", "val", "test")
+
+CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree",
+                  "sign_symbol", "fence", "car", "pedestrian", "bicyclist")
+# The colours the SegNet tutorial uses for CamVid, so our overlays look like the papers'.
+CAMVID_COLOURS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                  (0, 128, 192))
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+               "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+
+Pair = tuple[Path, Path]
+
+
+@dataclass
+class DatasetSpec:
+    root: Path
+    format: str
+    class_names: tuple[str, ...]
+    ignore_index: int
+    splits: dict[str, list[Pair]] = field(default_factory=dict)
+    palette: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> list[Pair]:
+        if name not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise DataError(f"{self.root}: no '{name}' split in this {self.format} dataset (splits present: {have})")
+        return self.splits[name]
+
+
+def read_class_names(path: Path) -> tuple[str, ...]:
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise DataError(f"{path}: no class names; write one class name a line, line 0 = label 0")
+    return names
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _find_mask(mask_dir: Path, image: Path) -> Path:
+    for candidate in [mask_dir / image.name, *(mask_dir / (image.stem + s) for s in (".png", ".tif", ".tiff", ".bmp"))]:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{image}: no mask for this image; expected {mask_dir / (image.stem + '.png')}")
+
+
+def detect_format(root: Path) -> str:
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        return "voc"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folder"
+    if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in SPLITS):
+        return "camvid"
+    raise DataError(
+        f"{root}: cannot tell the dataset layout. Expected one of: CamVid (train/ trainannot/ val/ valannot/), "
+        "VOC (JPEGImages/ SegmentationClass/ ImageSets/Segmentation/), or a folder (images/ masks/ classes.txt)"
+    )
+
+
+def load_camvid(root: Path) -> DatasetSpec:
+    names_file = root / "classes.txt"
+    names = read_class_names(names_file) if names_file.is_file() else CAMVID_CLASSES
+    palette = default_palette(len(names))
+    if names == CAMVID_CLASSES:
+        palette[: len(CAMVID_COLOURS)] = CAMVID_COLOURS
+    spec = DatasetSpec(root, "camvid", names, ignore_index=len(names), palette=palette)
+    for split in SPLITS:
+        images = _images_in(root / split)
+        if images:
+            spec.splits[split] = [(img, _find_mask(root / f"{split}annot", img)) for img in images]
+    return spec
+
+
+def load_voc(root: Path) -> DatasetSpec:
+    names_file = root / "classes.txt"
+    names = read_class_names(names_file) if names_file.is_file() else VOC_CLASSES
+    spec = DatasetSpec(root, "voc", names, ignore_index=255, palette=default_palette(len(names)))
+    lists = root / "ImageSets" / "Segmentation"
+    for split in SPLITS:
+        list_file = lists / f"{split}.txt"
+        if not list_file.is_file():
+            continue
+        pairs = []
+        for stem in list_file.read_text().split():
+            image = root / "JPEGImages" / f"{stem}.jpg"
+            if not image.is_file():
+                found = [p for p in (root / "JPEGImages").glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
+                if not found:
+                    raise DataError(f"{list_file}: lists '{stem}' but there is no image JPEGImages/{stem}.jpg")
+                image = found[0]
+            pairs.append((image, _find_mask(root / "SegmentationClass", image)))
+        if pairs:
+            spec.splits[split] = pairs
+    return spec
+
+
+def hash_split(stem: str, val_percent: int = 10) -> str:
+    """Deterministic train/val assignment by stem, stable when files are added or removed."""
+    return "val" if zlib.crc32(stem.encode()) % 100 < val_percent else "train"
+
+
+def load_folder(root: Path) -> DatasetSpec:
+    names_file = root / "classes.txt"
+    if not names_file.is_file():
+        raise DataError(f"{names_file}: missing; a folder dataset needs classes.txt with one class name a line "
+                        "(line 0 is label 0)")
+    names = read_class_names(names_file)
+    spec = DatasetSpec(root, "folder", names, ignore_index=255, palette=default_palette(len(names)))
+    images = {p.stem: p for p in _images_in(root / "images")}
+    split_files = {s: root / "splits" / f"{s}.txt" for s in SPLITS}
+    if any(f.is_file() for f in split_files.values()):
+        for split, list_file in split_files.items():
+            if not list_file.is_file():
+                continue
+            stems = list_file.read_text().split()
+            missing = [s for s in stems if s not in images]
+            if missing:
+                raise DataError(f"{list_file}: lists '{missing[0]}' but images/ has no such image")
+            if stems:
+                spec.splits[split] = [(images[s], _find_mask(root / "masks", images[s])) for s in stems]
+    else:
+        for stem, image in images.items():
+            spec.splits.setdefault(hash_split(stem), []).append((image, _find_mask(root / "masks", image)))
+    return spec
+
+
+LOADERS = {"camvid": load_camvid, "voc": load_voc, "folder": load_folder}
+
+
+def load_spec(root: str | Path, format: str = "auto") -> DatasetSpec:
+    """Find the layout of `root` and list its splits. Raises DataError for an empty or unknown dataset."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if format not in FORMATS:
+        raise DataError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect_format(root) if format == "auto" else format
+    spec = LOADERS[fmt](root)
+    if not any(spec.splits.values()):
+        raise DataError(f"{root}: no usable image in this {fmt} dataset (looked for "
+                        f"{', '.join(IMAGE_SUFFIXES)} files with masks)")
+    return spec

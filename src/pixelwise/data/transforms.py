@@ -1,0 +1,110 @@
+"""Joint transforms on (image, mask) pairs.
+
+Images are float tensors (3, H, W) in 0..1, masks are int64 (H, W). Masks are resized
+with nearest neighbour, so labels never blend, and padded with the ignore index, so
+padding never counts in the loss.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def to_tensors(image: np.ndarray, mask: np.ndarray) -> Pair:
+    """HxWx3 uint8, HxW int -> (3, H, W) float in 0..1, (H, W) int64."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return img, torch.from_numpy(np.asarray(mask, dtype=np.int64))
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> Pair:
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image, mask
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    return image, mask
+
+
+class Compose:
+    def __init__(self, *transforms):
+        self.transforms = transforms
+
+    def __call__(self, image, mask):
+        for t in self.transforms:
+            image, mask = t(image, mask)
+        return image, mask
+
+
+class RandomScale:
+    """Resize by a factor drawn uniformly from `scale_range`: objects appear at many sizes."""
+
+    def __init__(self, scale_range: tuple[float, float]):
+        self.scale_range = scale_range
+
+    def __call__(self, image, mask):
+        s = random.uniform(*self.scale_range)
+        h, w = image.shape[-2:]
+        return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+class PadTo:
+    """Pad bottom/right up to at least `size`; image with 0, mask with the ignore index."""
+
+    def __init__(self, size: tuple[int, int], ignore_index: int):
+        self.size, self.ignore_index = size, ignore_index
+
+    def __call__(self, image, mask):
+        h, w = image.shape[-2:]
+        ph, pw = max(0, self.size[0] - h), max(0, self.size[1] - w)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0.0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=self.ignore_index)
+        return image, mask
+
+
+class RandomCrop:
+    def __init__(self, size: tuple[int, int], ignore_index: int):
+        self.size = size
+        self.pad = PadTo(size, ignore_index)
+
+    def __call__(self, image, mask):
+        image, mask = self.pad(image, mask)
+        h, w = image.shape[-2:]
+        top, left = random.randint(0, h - self.size[0]), random.randint(0, w - self.size[1])
+        window = (slice(top, top + self.size[0]), slice(left, left + self.size[1]))
+        return image[:, window[0], window[1]], mask[window[0], window[1]]
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image, mask):
+        if random.random() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class ColorJitter:
+    """Mild brightness/contrast changes; geometry and labels are untouched."""
+
+    def __init__(self, strength: float = 0.2):
+        self.strength = strength
+
+    def __call__(self, image, mask):
+        if self.strength <= 0:
+            return image, mask
+        brightness = 1 + random.uniform(-self.strength, self.strength)
+        contrast = 1 + random.uniform(-self.strength, self.strength)
+        mean = image.mean()
+        return ((image - mean) * contrast + mean * brightness).clamp_(0, 1), mask
+
+
+def train_transform(crop_size: tuple[int, int], scale_range: tuple[float, float], ignore_index: int,
+                    jitter: float = 0.0) -> Compose:
+    return Compose(RandomScale(scale_range), RandomCrop(crop_size, ignore_index), RandomHorizontalFlip(),
+                   ColorJitter(jitter))

@@ -1,0 +1,81 @@
+"""Prediction from a checkpoint: class-index PNGs with the dataset palette, and colour overlays."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, to_rgb_array, write_label_png
+from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
+from pixelwise.training.engine import predict_logits, prepare_model, resolve_device, resolve_precision
+
+
+class Predictor:
+    """A trained model with its class names and palette. `predict(image)` -> HxW class indices."""
+
+    def __init__(self, model: torch.nn.Module, class_names, palette, ignore_index: int,
+                 device: str = "auto", precision: str = "auto"):
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.model = prepare_model(model, self.device, self.dtype).eval()
+        self.class_names = list(class_names)
+        self.palette = np.asarray(palette, dtype=np.uint8)
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Predictor":
+        ckpt = load_checkpoint(path)
+        return cls(model_from_checkpoint(ckpt), ckpt["class_names"], ckpt["palette"], ckpt["ignore_index"],
+                   device=device, precision=precision)
+
+    @staticmethod
+    def as_rgb(image) -> np.ndarray:
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        if isinstance(image, Image.Image):
+            return to_rgb_array(image)
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise PixelwiseError(f"expected an HxWx3 uint8 array, got shape {array.shape} dtype {array.dtype}")
+        return array
+
+    def predict(self, image) -> np.ndarray:
+        """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
+        rgb = self.as_rgb(image)
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)[None]
+        logits = predict_logits(self.model, tensor, self.device, self.dtype)
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+    def predict_to_files(self, image_path: Path, out_dir: Path) -> tuple[Path, Path]:
+        """Write out_dir/<stem>.png (class indices, palette) and out_dir/<stem>_overlay.png."""
+        rgb = read_image(image_path)
+        labels = self.predict(rgb)
+        label_path, overlay_path = out_dir / f"{image_path.stem}.png", out_dir / f"{image_path.stem}_overlay.png"
+        write_label_png(label_path, labels, self.palette)
+        Image.fromarray(overlay(rgb, labels, self.palette)).save(overlay_path)
+        return label_path, overlay_path
+
+
+def gather_images(inputs) -> list[Path]:
+    """Files as given, folders expanded to the images inside them (not recursive), in name order."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto") -> Predictor:
+    """Load a checkpoint for prediction: `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
+    return Predictor.from_checkpoint(checkpoint, device=device, precision=precision)

@@ -1,0 +1,71 @@
+"""Upsampling operators as swappable modules.
+
+Every operator takes a score map and the exact output size wanted, so callers never
+need crop offsets: the size comes from the tensor it must match.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("nearest", "bilinear", "transposed")
+
+
+def transposed_output_size(size: int, stride: int, padding: int, kernel: int, output_padding: int = 0) -> int:
+    """Output length of a transposed convolution: (I - 1)·S - 2P + K + output_padding."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """(size, size) kernel that makes a stride-`factor` transposed conv do bilinear interpolation,
+    with factor = (size + 1) // 2, as in the FCN reference code."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(size, dtype=torch.float64) - center).abs() / factor
+    return (ramp[:, None] * ramp[None, :]).float()
+
+
+def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop (or, never needed in practice, zero-pad) the bottom/right so x has spatial `size`."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    x = x[..., : size[0], : size[1]]
+    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
+
+
+class Upsample(nn.Module):
+    """Upsample a (N, C, h, w) map by `factor` to an exact (H, W).
+
+    `transposed` is a learnable per-class transposed convolution initialised to bilinear
+    interpolation (Long et al. 2015, sec. 3.3); `freeze=True` keeps it fixed.
+    """
+
+    def __init__(self, channels: int, factor: int, mode: str = "transposed", freeze: bool = False):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode, self.factor = mode, factor
+        if mode == "transposed" and factor > 1:
+            kernel = 2 * factor - factor % 2
+            # padding (K - S) / 2 makes the output exactly I·S long
+            self.conv = nn.ConvTranspose2d(channels, channels, kernel, stride=factor,
+                                           padding=(kernel - factor) // 2, bias=False)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                # Each class upsamples only itself at the start; learning may mix them later.
+                for c in range(channels):
+                    self.conv.weight[c, c] = bilinear_kernel(kernel)
+            self.conv.weight.requires_grad_(not freeze)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        size = tuple(int(s) for s in size)
+        if self.mode == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        if self.mode == "bilinear" or self.factor == 1:
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return fit_to(self.conv(x), size)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, factor={self.factor}"

@@ -1,0 +1,283 @@
+"""Training as plain functions: one epoch, one evaluation, and `fit`, which loops them.
+
+Data flows: DatasetSpec -> datasets and joint transforms -> model -> loss -> optimizer step,
+then per epoch: evaluate -> confusion matrix -> checkpoint -> curves.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pixelwise.config import TrainConfig
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.formats import DatasetSpec, hash_split, load_spec
+from pixelwise.data.transforms import to_tensors, train_transform
+from pixelwise.errors import PixelwiseError
+from pixelwise.models.registry import create_model
+from pixelwise.training.checkpoint import load_checkpoint, save_checkpoint
+from pixelwise.training.losses import class_weights, segmentation_loss
+from pixelwise.training.metrics import ConfusionMatrix
+from pixelwise.training.plots import plot_curves
+
+
+# ---------------------------------------------------------------- device and precision
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PixelwiseError("--device cuda was asked for, but no CUDA GPU is visible; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise PixelwiseError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16/AMX). Without them bf16 autocast is emulated and slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """-> autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision not in ("auto", "bf16"):
+        raise PixelwiseError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if (precision == "bf16" or cpu_has_bf16()) else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
+    model = model.to(device)
+    # channels_last lets oneDNN pick its fast bf16 convolution kernels; it is what makes
+    # autocast pay off on CPU.
+    return model.to(memory_format=torch.channels_last) if dtype is not None else model
+
+
+def to_device(images: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if dtype is not None else images
+
+
+# ---------------------------------------------------------------- data
+
+def clamp_crop(crop_size, dataset: SegmentationDataset) -> tuple[int, int]:
+    """Never crop larger than the smallest image: padding small images up wastes compute."""
+    heights, widths = zip(*(dataset.load(i)[0].shape[:2] for i in range(len(dataset))))
+    return min(crop_size[0], min(heights)), min(crop_size[1], min(widths))
+
+
+def split_pairs(spec: DatasetSpec, log: Callable = print) -> tuple[list, list]:
+    if "train" not in spec.splits:
+        raise PixelwiseError(f"{spec.root}: no training images (no 'train' split) in this {spec.format} dataset")
+    train = spec.splits["train"]
+    if "val" in spec.splits:
+        return train, spec.splits["val"]
+    val = [p for p in train if hash_split(p[0].stem) == "val"]
+    train = [p for p in train if hash_split(p[0].stem) == "train"]
+    if not val or not train:
+        raise PixelwiseError(f"{spec.root}: no validation split and too few training images to hold 10% out")
+    log(f"no val split: holding out {len(val)} of {len(val) + len(train)} training images by name hash")
+    return train, val
+
+
+# ---------------------------------------------------------------- schedule
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up, then poly(0.9) decay to 0 at progress 1 (as in DeepLab)."""
+    if progress < warmup:
+        return (progress + 1e-3) / (warmup + 1e-3)
+    return max(0.0, 1 - (progress - warmup) / (1 - warmup)) ** 0.9
+
+
+# ---------------------------------------------------------------- one epoch, one evaluation
+
+def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at: Callable[[int], float],
+                    base_lrs: list[float], warmup: float, deadline: float | None = None, desc: str = "train") -> dict:
+    """One pass over `loader`. `progress_at(step)` gives the schedule position in 0..1;
+    training stops early once `deadline` (time.time()) passes."""
+    model.train()
+    total_loss, images, steps = 0.0, 0, 0
+    start = time.time()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    for step, (image, target) in enumerate(bar):
+        factor = lr_factor(min(progress_at(step), 1.0), warmup)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * factor
+        image, target = to_device(image, device, dtype), target.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            logits = model(image)
+        loss = loss_fn(logits.float(), target)
+        if not torch.isfinite(loss):
+            raise PixelwiseError(f"training diverged (loss {loss.item()}); lower --lr (now {base_lrs[0]:g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * image.shape[0]
+        images += image.shape[0]
+        steps += 1
+        rate = images / max(time.time() - start, 1e-9)
+        bar.set_postfix(loss=f"{total_loss / images:.3f}", img_s=f"{rate:.1f}")
+        if deadline is not None and time.time() > deadline:
+            break
+    bar.close()
+    seconds = time.time() - start
+    return {"loss": total_loss / max(images, 1), "images": images, "seconds": seconds,
+            "images_per_s": images / max(seconds, 1e-9)}
+
+
+@torch.no_grad()
+def predict_logits(model, images: torch.Tensor, device, dtype) -> torch.Tensor:
+    with autocast(device, dtype):
+        return model(to_device(images, device, dtype)).float()
+
+
+@torch.no_grad()
+def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8,
+             desc: str = "evaluate") -> ConfusionMatrix:
+    """Confusion matrix over `dataset` at full resolution. Images of equal size are batched."""
+    model.eval()
+    matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
+    batch_images, batch_masks = [], []
+
+    def flush():
+        logits = predict_logits(model, torch.stack(batch_images), device, dtype)
+        matrix.update(logits.argmax(1).cpu(), torch.stack(batch_masks))
+        batch_images.clear()
+        batch_masks.clear()
+
+    for i in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False, dynamic_ncols=True):
+        image, mask = to_tensors(*dataset.load(i))
+        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) == batch_size):
+            flush()
+        batch_images.append(image)
+        batch_masks.append(mask)
+    if batch_images:
+        flush()
+    return matrix
+
+
+# ---------------------------------------------------------------- the loop
+
+def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    model = create_model(cfg.model, backbone=cfg.backbone, num_classes=num_classes, upsample=cfg.upsample,
+                         pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
+    if cfg.init_from:
+        source = load_checkpoint(cfg.init_from)["model"]
+        own = model.state_dict()
+        usable = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+    return model
+
+
+def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
+
+    `model` overrides the registry (benchmarks train peers through the same loop).
+    Returns a summary dict with the best validation mean IoU.
+    """
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+
+    spec = load_spec(cfg.data, cfg.format)
+    train_pairs, val_pairs = split_pairs(spec, log)
+    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=True)
+    val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=True)
+    train_set.preload("reading train")
+    val_set.preload("reading val")
+    crop = clamp_crop(cfg.crop_size, train_set)
+    train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter)
+    weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
+    loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
+                        num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+
+    model = prepare_model(model if model is not None else build_model(cfg, spec.num_classes), device, dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    start_epoch, elapsed_before, best, history = 0, 0.0, -1.0, []
+    if resume and (out / "last.pt").is_file():
+        ckpt = load_checkpoint(out / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, elapsed_before = ckpt["epoch"], ckpt["elapsed_s"]
+        best, history = ckpt["best_mean_iou"], ckpt["history"]
+        log(f"resuming from {out / 'last.pt'} after epoch {start_epoch}")
+
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    t0 = time.time() - elapsed_before
+    log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
+        f"validating on {len(val_set)}; crop {crop[0]}x{crop[1]}, batch {loader.batch_size}, "
+        f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
+        + (f"budget {cfg.time_budget:g} min" if budget_s else f"{cfg.epochs} epochs"))
+
+    epoch_s = val_s = 0.0
+    steps_per_epoch = len(loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        elapsed = time.time() - t0
+        if budget_s and epoch > start_epoch and elapsed + epoch_s + val_s > budget_s:
+            log(f"time budget reached: stopping after epoch {epoch} ({elapsed / 60:.1f} min)")
+            break
+
+        def progress_at(step: int, epoch=epoch) -> float:
+            by_epoch = (epoch + step / steps_per_epoch) / cfg.epochs
+            return max(by_epoch, (time.time() - t0) / budget_s) if budget_s else by_epoch
+
+        deadline = t0 + budget_s - val_s if budget_s else None
+        stats = train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at, base_lrs,
+                                cfg.warmup, deadline, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        epoch_s = stats["seconds"]
+        v0 = time.time()
+        scores = evaluate(model, val_set, device, dtype, batch_size=cfg.batch_size).compute(spec.class_names)
+        val_s = time.time() - v0
+
+        history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
+                        "val_pixel_accuracy": scores["pixel_accuracy"], "images_per_s": stats["images_per_s"],
+                        "lr": optimizer.param_groups[0]["lr"], "elapsed_min": (time.time() - t0) / 60})
+        improved = scores["mean_iou"] > best
+        best = max(best, scores["mean_iou"])
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "elapsed_s": time.time() - t0, "best_mean_iou": best, "history": history,
+                "config": cfg.to_dict(), "class_names": list(spec.class_names), "ignore_index": spec.ignore_index,
+                "palette": spec.palette.tolist()}
+        save_checkpoint(out / "last.pt", **ckpt)
+        if improved:
+            save_checkpoint(out / "best.pt", **ckpt)
+        plot_curves(history, out / "curves.png")
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  val mIoU {scores['mean_iou']:.4f}"
+            f"{' *' if improved else '  '}  {stats['images_per_s']:.1f} img/s  "
+            f"{(time.time() - t0) / 60:.1f} min")
+    if not history:
+        raise PixelwiseError(f"{out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
+    return {"best_mean_iou": best, "epochs": history[-1]["epoch"], "minutes": (time.time() - t0) / 60,
+            "out": str(out), "best_checkpoint": str(out / "best.pt")}
