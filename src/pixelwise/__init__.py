@@ -1,5 +1,16 @@
-"""pixelwise: semantic segmentation for small labelled image sets."""
+"""pixelwise: semantic segmentation for small labelled image sets.
+
+    import pixelwise
+    model = pixelwise.create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11)
+    summary = pixelwise.train("data/camvid", out="runs/camvid", time_budget=45)
+    scores = pixelwise.evaluate("runs/camvid/best.pt", "data/camvid", split="val")
+    mask = pixelwise.load("runs/camvid/best.pt").predict("street.jpg")   # HxW class indices
+"""
+from pixelwise.api import evaluate, load, train
+from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.inference.predict import Predictor
 from pixelwise.models.registry import create_model, list_backbones, list_models
 
-__all__ = ["create_model", "list_models", "list_backbones"]
+__all__ = ["create_model", "list_models", "list_backbones", "train", "evaluate", "load", "Predictor",
+           "PixelwiseError", "DataError"]
 __version__ = "0.1.0"

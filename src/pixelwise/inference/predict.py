@@ -47,7 +47,7 @@ class Predictor:
     def predict(self, image) -> np.ndarray:
         """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
         rgb = self.as_rgb(image)
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)[None]
+        tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255)[None]
         logits = predict_logits(self.model, tensor, self.device, self.dtype)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import zlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -92,10 +93,13 @@ def split_pairs(spec: DatasetSpec, log: Callable = print) -> tuple[list, list]:
     train = spec.splits["train"]
     if "val" in spec.splits:
         return train, spec.splits["val"]
+    if len(train) < 2:
+        raise PixelwiseError(f"{spec.root}: no validation split and only {len(train)} training image; "
+                             "add images or a val split")
     val = [p for p in train if hash_split(p[0].stem) == "val"]
-    train = [p for p in train if hash_split(p[0].stem) == "train"]
-    if not val or not train:
-        raise PixelwiseError(f"{spec.root}: no validation split and too few training images to hold 10% out")
+    if not val:  # tiny dataset: the hash picked none, so hold out the one with the lowest hash
+        val = [min(train, key=lambda p: zlib.crc32(p[0].stem.encode()))]
+    train = [p for p in train if p not in val]
     log(f"no val split: holding out {len(val)} of {len(val) + len(train)} training images by name hash")
     return train, val
 

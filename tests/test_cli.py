@@ -1,0 +1,125 @@
+"""End to end: the real `pixelwise` command on the bundled nuclei sample."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_pair
+from pixelwise.cli import main
+
+
+def run_cli(*args):
+    done = subprocess.run([sys.executable, "-m", "pixelwise.cli", *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, nuclei_root_module):
+    out = tmp_path_factory.mktemp("run")
+    stdout = run_cli("train", "--data", nuclei_root_module, "--out", out, "--epochs", 2, "--batch-size", 4,
+                     "--crop-size", 64, "--seed", 1)
+    assert "best val mean IoU" in stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def nuclei_root_module():
+    from pixelwise.demo import sample_root
+
+    return sample_root()
+
+
+def test_train_writes_checkpoints_history_and_curves(trained):
+    for name in ("last.pt", "best.pt", "history.json", "curves.png"):
+        assert (trained / name).is_file(), name
+    history = json.loads((trained / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    ckpt = torch.load(trained / "last.pt", weights_only=True)  # plain types only
+    assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["epoch"] == 2
+    assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
+
+
+def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root_module, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained, run)
+    stdout = run_cli("train", "--data", nuclei_root_module, "--out", run, "--epochs", 3, "--resume",
+                     "--batch-size", 4, "--crop-size", 64)
+    assert "resuming from" in stdout and "after epoch 2" in stdout
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root_module, tmp_path):
+    stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root_module,
+                     "--json", tmp_path / "m.json", "--plot", tmp_path / "cm.png")
+    assert "test split, 3 images" in stdout  # defaults to test when present
+    assert "mean IoU" in stdout and "nucleus" in stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou"}
+    assert set(metrics["per_class_iou"]) == {"background", "nucleus"}
+    assert all(0 <= metrics[k] <= 1 for k in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"))
+    assert sum(map(sum, metrics["confusion_matrix"])) == 3 * 128 * 128
+    assert Image.open(tmp_path / "cm.png").size[0] > 100
+
+
+def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_root_module, tmp_path):
+    odd = tmp_path / "in" / "odd.jpg"
+    odd.parent.mkdir()
+    Image.open(nuclei_root_module / "images" / "tile_r0c0.png").convert("RGB").resize((97, 131)).save(odd)
+    run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent, nuclei_root_module / "images" / "tile_r1c1.png",
+            "--out", tmp_path / "pred")
+    for stem, size in (("odd", (97, 131)), ("tile_r1c1", (128, 128))):
+        mask = Image.open(tmp_path / "pred" / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == size
+        assert set(np.unique(np.asarray(mask))) <= {0, 1}
+        assert Image.open(tmp_path / "pred" / f"{stem}_overlay.png").size == size
+
+
+def test_python_api_predicts_from_path_pil_and_array(trained, nuclei_root_module):
+    import pixelwise
+
+    predictor = pixelwise.load(trained / "best.pt")
+    path = nuclei_root_module / "images" / "tile_r0c0.png"
+    from_path = predictor.predict(path)
+    assert from_path.shape == (128, 128)
+    assert (predictor.predict(Image.open(path)) == from_path).all()
+    assert (predictor.predict(np.asarray(Image.open(path).convert("RGB"))) == from_path).all()
+
+
+@pytest.mark.parametrize("case", ["unreadable", "wrong_size", "bad_label", "missing_mask", "empty"])
+def test_bad_input_gives_one_line_error_naming_the_file(case, tmp_path, capsys):
+    root = tmp_path / "data"
+    for i in range(4):
+        write_pair(root / "images" / f"s{i}.png", root / "masks" / f"s{i}.png", labels=(0, 1), seed=i)
+    (root / "classes.txt").write_text("a\nb\n")
+    expected = {
+        "unreadable": "s1.png: cannot read image",
+        "wrong_size": "mask {root}/masks/s1.png is 10x10 but its image",
+        "bad_label": "mask {root}/masks/s1.png has label 7 but the dataset has 2 classes (0-1, 255 = ignore)",
+        "missing_mask": "s1.png: no mask for this image",
+        "empty": "no usable image",
+    }[case].format(root=root)
+    if case == "unreadable":
+        (root / "images" / "s1.png").write_bytes(b"garbage")
+    elif case == "wrong_size":
+        Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(root / "masks" / "s1.png")
+    elif case == "bad_label":
+        Image.fromarray(np.full((20, 24), 7, dtype=np.uint8)).save(root / "masks" / "s1.png")
+    elif case == "missing_mask":
+        (root / "masks" / "s1.png").unlink()
+    else:
+        for p in (root / "images").iterdir():
+            p.unlink()
+    code = main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--no-pretrained"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("pixelwise: error: ") and err.count("\n") == 1, err
+    assert expected in err
+    assert "Traceback" not in err
