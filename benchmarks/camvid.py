@@ -56,7 +56,8 @@ def score_peer(model, cfg: TrainConfig, checkpoint: Path) -> dict:
     device = engine.resolve_device(cfg.device)
     dtype = engine.resolve_precision(cfg.precision, device)
     val = SegmentationDataset(spec.split("val"), spec.num_classes, spec.ignore_index)
-    return engine.evaluate(engine.prepare_model(model, device, dtype), val, device, dtype).compute(spec.class_names)
+    model = engine.prepare_model(model, device, dtype)
+    return engine.evaluate(model, val, device, dtype, scale=cfg.infer_scale).compute(spec.class_names)
 
 
 def summarise(metrics: dict, summary: dict) -> dict:

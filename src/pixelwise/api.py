@@ -48,7 +48,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     device_ = engine.resolve_device(device)
     dtype = engine.resolve_precision(precision, device_)
     model = engine.prepare_model(model_from_checkpoint(ckpt), device_, dtype)
-    matrix = engine.evaluate(model, dataset, device_, dtype, desc=f"evaluate {split}")
+    scale = TrainConfig.from_dict(ckpt["config"]).infer_scale
+    matrix = engine.evaluate(model, dataset, device_, dtype, scale=scale, desc=f"evaluate {split}")
     metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),
                "confusion_matrix": matrix.matrix.tolist()}
     plot_path = Path(plot_path) if plot_path else Path(checkpoint).with_name(f"confusion_{split}.png")

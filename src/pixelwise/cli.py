@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -49,7 +48,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d["model"], choices=list_models(), help="architecture (default: %(default)s)")
     p.add_argument("--backbone", default=d["backbone"], choices=list_backbones(),
                    help="ImageNet-pretrained encoder (default: %(default)s)")
-    p.add_argument("--upsample", default=d["upsample"], choices=MODES, help="upsampling operator (default: %(default)s)")
+    p.add_argument("--upsample", default=d["upsample"], choices=MODES,
+                   help="upsampling operator (default: the model's own: transposed for FCNs, unpool for segnet)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="start from random weights instead of ImageNet")
     p.add_argument("--backbone-weights", metavar="PATH", help="load the backbone's ImageNet weights from this file")
@@ -67,6 +67,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="training crop, clamped to the image size (default: %(default)s)")
     p.add_argument("--scale-range", type=float_pair, default=d["scale_range"], metavar="LOW,HIGH",
                    help="random rescaling before the crop (default: %(default)s)")
+    p.add_argument("--infer-scale", type=float, default=d["infer_scale"],
+                   help="validate and predict on inputs resized by this factor; saved in the checkpoint "
+                   "(default: %(default)s)")
     p.add_argument("--jitter", type=float, default=d["jitter"], help="brightness/contrast jitter (default: %(default)s)")
     p.add_argument("--class-weighting", default=d["class_weighting"], choices=WEIGHTINGS,
                    help="loss weights from training pixel counts (default: %(default)s)")

@@ -1,7 +1,6 @@
 """`pixelwise demo`: the whole flow, train -> evaluate -> predict, on the bundled nuclei sample."""
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 

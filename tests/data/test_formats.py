@@ -1,6 +1,4 @@
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import write_pair
 from pixelwise.data.formats import detect_format, hash_split, load_spec

@@ -3,22 +3,6 @@ import torch
 
 import pixelwise
 from pixelwise.models import weights
-from pixelwise.models.upsample import MODES
-
-
-@pytest.mark.parametrize("name", pixelwise.list_models())
-@pytest.mark.parametrize("upsample", MODES)
-def test_every_model_and_upsampling_mode_on_odd_sizes(name, upsample):
-    model = pixelwise.create_model(name, backbone="efficientnet_lite0", num_classes=5, upsample=upsample,
-                                   pretrained=False)
-    x = torch.rand(2, 3, 97, 131)
-    model.train()
-    out = model(x)
-    assert out.shape == (2, 5, 97, 131)
-    out.mean().backward()
-    model.eval()
-    with torch.no_grad():
-        assert model(torch.rand(1, 3, 33, 47)).shape == (1, 5, 33, 47)
 
 
 def test_fresh_fcn_predicts_zero_logits_because_score_layers_start_at_zero():

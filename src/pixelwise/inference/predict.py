@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pixelwise.config import TrainConfig
 from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, to_rgb_array, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -17,19 +18,20 @@ class Predictor:
     """A trained model with its class names and palette. `predict(image)` -> HxW class indices."""
 
     def __init__(self, model: torch.nn.Module, class_names, palette, ignore_index: int,
-                 device: str = "auto", precision: str = "auto"):
+                 device: str = "auto", precision: str = "auto", scale: float = 1.0):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.model = prepare_model(model, self.device, self.dtype).eval()
         self.class_names = list(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)
         self.ignore_index = ignore_index
+        self.scale = scale
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Predictor":
         ckpt = load_checkpoint(path)
         return cls(model_from_checkpoint(ckpt), ckpt["class_names"], ckpt["palette"], ckpt["ignore_index"],
-                   device=device, precision=precision)
+                   device=device, precision=precision, scale=TrainConfig.from_dict(ckpt["config"]).infer_scale)
 
     @staticmethod
     def as_rgb(image) -> np.ndarray:
@@ -48,7 +50,7 @@ class Predictor:
         """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
         rgb = self.as_rgb(image)
         tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255)[None]
-        logits = predict_logits(self.model, tensor, self.device, self.dtype)
+        logits = predict_logits(self.model, tensor, self.device, self.dtype, self.scale)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     def predict_to_files(self, image_path: Path, out_dir: Path) -> tuple[Path, Path]:

@@ -1,17 +1,51 @@
 """Backbones behind one contract.
 
-An encoder maps a (N, 3, H, W) image in 0..1 to a list of feature maps ordered by
-stride, and exposes `out_channels` and `strides` so heads never hard-code a width.
-Input normalisation lives here because it belongs to the pretrained weights.
+An encoder maps a (N, 3, H, W) image in 0..1 to a list of feature maps ordered by stride,
+and exposes `out_channels` and `strides` so heads never hard-code a width. Encoders whose
+downsampling is max-pooling can also hand over the pooling indices, explicitly, through
+`forward_with_indices` (for SegNet-style unpooling). Input normalisation lives here because
+it belongs to the pretrained weights.
 """
 from __future__ import annotations
 
 import timm
 import torch
+import torchvision
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import weights
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Encoder(nn.Module):
+    """Shared plumbing: normalisation buffers and the stride/channel bookkeeping."""
+
+    out_channels: list[int]
+    strides: list[int]
+    has_pool_indices = False
+
+    def set_normalisation(self, mean, std) -> None:
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def probe_channels(self) -> None:
+        """Read channel counts and strides from one dry run, so no width is written by hand."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            feats = self(torch.zeros(1, 3, 64, 64))
+        self.train(was_training)
+        self.out_channels = [f.shape[1] for f in feats]
+        self.strides = [64 // f.shape[-1] for f in feats]
+
+
+# ---------------------------------------------------------------- timm (EfficientNet-Lite)
 
 # pixelwise name -> timm name. The tf_ variants match the TensorFlow-trained Lite weights:
 # TF "same" padding and BatchNorm epsilon 1e-3.
@@ -22,7 +56,7 @@ TIMM_BACKBONES = {
 }
 
 
-class TimmEncoder(nn.Module):
+class TimmEncoder(Encoder):
     """A timm classifier as a feature pyramid (`forward_intermediates`).
 
     With `with_head=True` the classifier's own pre-pooling 1x1 conv (1280 channels for the
@@ -33,9 +67,6 @@ class TimmEncoder(nn.Module):
     def __init__(self, backbone: str, pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
         super().__init__()
-        if backbone not in TIMM_BACKBONES:
-            raise PixelwiseError(f"unknown backbone {backbone!r}; choose one of {', '.join(TIMM_BACKBONES)}")
-        self.backbone = backbone
         self.model = timm.create_model(TIMM_BACKBONES[backbone], pretrained=False)
         if weights_path or pretrained:
             path = weights_path or weights.offline_weight_file(backbone)
@@ -50,19 +81,135 @@ class TimmEncoder(nn.Module):
             self.out_channels.append(self.model.num_features)
             self.strides.append(self.strides[-1])
         cfg = self.model.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.set_normalisation(cfg["mean"], cfg["std"])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.mean) / self.std
-        head, features = self.model.forward_intermediates(x, indices=self.stage_indices)
+        head, features = self.model.forward_intermediates(self.normalise(x), indices=self.stage_indices)
         return features + [head] if self.with_head else features
 
 
-ENCODERS = {name: TimmEncoder for name in TIMM_BACKBONES}
+# ---------------------------------------------------------------- torchvision (ResNet, MobileNetV2)
+
+# backbone -> the graph nodes whose outputs are the pyramid (strides 4, 8, 16, 32).
+TORCHVISION_NODES = {
+    "resnet18": ["layer1", "layer2", "layer3", "layer4"],
+    "resnet34": ["layer1", "layer2", "layer3", "layer4"],
+    "resnet50": ["layer1", "layer2", "layer3", "layer4"],
+    # features.18 is MobileNetV2's 1280-channel 1x1 conv before pooling: kept, like fc7 in FCN.
+    "mobilenet_v2": ["features.3", "features.6", "features.13", "features.17", "features.18"],
+}
 
 
-def create_encoder(backbone: str, pretrained: bool = True, weights_path: str | None = None) -> nn.Module:
+class TorchvisionEncoder(Encoder):
+    """A torchvision classifier cut into a pyramid with `create_feature_extractor`."""
+
+    def __init__(self, backbone: str, pretrained: bool = True, weights_path: str | None = None,
+                 with_head: bool = True):
+        super().__init__()
+        model = getattr(torchvision.models, backbone)(weights=None)
+        if weights_path or pretrained:
+            weights.load_by_name(model, *weights.torchvision_state_dict(backbone, weights_path))
+        nodes = TORCHVISION_NODES[backbone][: None if with_head else 4]
+        self.body = create_feature_extractor(model, return_nodes={n: str(i) for i, n in enumerate(nodes)})
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        self.probe_channels()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(self.normalise(x)).values())
+
+
+# ---------------------------------------------------------------- VGG16, with pooling indices and fc6/fc7
+
+class VGGEncoder(Encoder):
+    """torchvision's VGG16 run stage by stage, so each max-pool can also return its indices.
+
+    Features: pool1..pool5 (strides 2..32), then fc7 at stride 32. fc6/fc7 are the classifier's
+    dense layers turned into convolutions ("convolutionalisation", Long et al. 2015, sec. 3.1):
+    fc6's 25088x4096 matrix is a 7x7 conv over pool5's 512 channels, fc7 a 1x1 conv.
+    """
+
+    has_pool_indices = True
+
+    def __init__(self, backbone: str = "vgg16", pretrained: bool = True, weights_path: str | None = None,
+                 with_head: bool = True):
+        super().__init__()
+        model = torchvision.models.vgg16(weights=None)
+        if weights_path or pretrained:
+            weights.load_by_name(model, *weights.torchvision_state_dict(backbone, weights_path))
+        self.stages = nn.ModuleList()
+        stage = []
+        for layer in model.features:
+            if isinstance(layer, nn.MaxPool2d):
+                self.stages.append(nn.Sequential(*stage))
+                stage = []
+            else:
+                stage.append(layer)
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.with_fc = with_head
+        channels = [stage[-2].out_channels for stage in self.stages]
+        if self.with_fc:
+            fc6, fc7 = model.classifier[0], model.classifier[3]
+            self.fc6 = nn.Conv2d(512, 4096, 7, padding=3)
+            self.fc7 = nn.Conv2d(4096, 4096, 1)
+            with torch.no_grad():
+                self.fc6.weight.copy_(fc6.weight.view(4096, 512, 7, 7))
+                self.fc6.bias.copy_(fc6.bias)
+                self.fc7.weight.copy_(fc7.weight.view(4096, 4096, 1, 1))
+                self.fc7.bias.copy_(fc7.bias)
+            self.fc_act = nn.Sequential(nn.ReLU(inplace=True), nn.Dropout2d(0.5))
+        self.out_channels = channels + ([4096] if self.with_fc else [])
+        self.strides = [2, 4, 8, 16, 32] + ([32] if self.with_fc else [])
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward_with_indices(self, x: torch.Tensor):
+        """-> (features ordered by stride, [(indices, pre-pool size) per pool])."""
+        x = self.normalise(x)
+        features, indices = [], []
+        for stage in self.stages:
+            x = stage(x)
+            size = x.shape[-2:]
+            x, idx = self.pool(x)
+            features.append(x)
+            indices.append((idx, size))
+        if self.with_fc:
+            x = self.fc_act(self.fc7(self.fc_act(self.fc6(x))))
+            features.append(x)
+        return features, indices
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_with_indices(x)[0]
+
+
+# ---------------------------------------------------------------- no downsampling at all
+
+class PlainEncoder(Encoder):
+    """The "vanilla" fully convolutional net: 3x3 conv-BN-ReLU layers at full resolution, stride 1.
+    Its receptive field grows by only 2 pixels a layer, and every layer's activations are full
+    size: this is the baseline that shows why segmentation networks downsample."""
+
+    def __init__(self, depth: int = 8, width: int = 64):
+        super().__init__()
+        layers, channels = [], 3
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        self.body = nn.Sequential(*layers)
+        self.out_channels, self.strides = [width], [1]
+        self.depth, self.width = depth, width
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.body(self.normalise(x))]
+
+
+ENCODERS = {**{n: TimmEncoder for n in TIMM_BACKBONES}, **{n: TorchvisionEncoder for n in TORCHVISION_NODES},
+            "vgg16": VGGEncoder}
+
+
+def create_encoder(backbone: str, pretrained: bool = True, weights_path: str | None = None,
+                   with_head: bool = True) -> Encoder:
+    """`with_head` keeps the classifier's convolutionalised head (fc6/fc7, or the 1280-channel
+    1x1 conv) as the last stride-32 feature: FCNs score it, hourglass decoders skip it."""
     if backbone not in ENCODERS:
-        raise PixelwiseError(f"unknown backbone {backbone!r}; choose one of {', '.join(ENCODERS)}")
-    return ENCODERS[backbone](backbone, pretrained=pretrained, weights_path=weights_path)
+        raise PixelwiseError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(ENCODERS))}")
+    return ENCODERS[backbone](backbone, pretrained=pretrained, weights_path=weights_path, with_head=with_head)

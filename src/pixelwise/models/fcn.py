@@ -40,8 +40,9 @@ class FCNDecoder(nn.Module):
         self.upsample_skips = nn.ModuleList(
             Upsample(num_classes, coarse[k] // coarse[k + 1], upsample) for k in range(len(skip_strides)))
         self.output_stride = coarse[-1]
+        self.uses_indices = False
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], indices=None) -> torch.Tensor:
         scores = self.score_deep(features[-1])
         for index, score_skip, upsample in zip(self.skip_indices, self.score_skips, self.upsample_skips):
             skip = score_skip(features[index])

@@ -1,4 +1,8 @@
-"""The one registry: architecture name -> builder function."""
+"""The one registry: architecture name -> builder function.
+
+A builder takes (backbone, num_classes, upsample, pretrained, backbone_weights) and returns a
+`SegmentationModel` assembled from an encoder, a decoder and a final upsampler.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,18 +10,23 @@ from typing import Callable
 from torch import nn
 
 from pixelwise.models.base import SegmentationModel
-from pixelwise.models.encoders import ENCODERS, create_encoder
+from pixelwise.models.encdec import SegNetDecoder, UNetDecoder
+from pixelwise.models.encoders import ENCODERS, PlainEncoder, create_encoder
 from pixelwise.models.fcn import FCNDecoder
-from pixelwise.models.upsample import Upsample
+from pixelwise.models.upsample import MODES, Upsample
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+DEFAULT_UPSAMPLE: dict[str, str] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    if fn.__name__ in MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    MODELS[fn.__name__] = fn
-    return fn
+def register_model(default_upsample: str):
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        MODELS[fn.__name__] = fn
+        DEFAULT_UPSAMPLE[fn.__name__] = default_upsample
+        return fn
+    return register
 
 
 def list_models() -> list[str]:
@@ -29,29 +38,77 @@ def list_backbones() -> list[str]:
 
 
 def create_model(name: str, *, backbone: str = "efficientnet_lite0", num_classes: int, upsample: str | None = None,
-                 pretrained: bool = True, backbone_weights: str | None = None) -> nn.Module:
-    """Build a registered architecture, e.g. `create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11)`."""
+                 pretrained: bool = True, backbone_weights: str | None = None) -> SegmentationModel:
+    """Build a registered architecture, e.g. `create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11)`.
+    `upsample=None` takes the architecture's own default (transposed for FCNs, unpool for SegNet...)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    encoder = create_encoder(backbone, pretrained=pretrained, weights_path=backbone_weights)
-    return MODELS[name](encoder, num_classes, upsample or "transposed")
+    upsample = upsample or DEFAULT_UPSAMPLE[name]
+    if upsample not in MODES:
+        raise ValueError(f"unknown upsampling mode {upsample!r}; choose one of {', '.join(MODES)}")
+    return MODELS[name](backbone, num_classes, upsample, pretrained, backbone_weights)
 
 
-def _fcn(encoder: nn.Module, num_classes: int, upsample: str, skip_strides: tuple[int, ...]) -> SegmentationModel:
+def final_upsample(num_classes: int, stride: int, upsample: str) -> Upsample:
+    # Score maps have no pooling indices of their own: after an unpooling decoder the last
+    # step (if any is left) is bilinear.
+    return Upsample(num_classes, stride, "bilinear" if upsample == "unpool" else upsample)
+
+
+def _fcn(backbone, num_classes, upsample, pretrained, weights_path, skip_strides):
+    if upsample == "unpool":
+        raise ValueError("FCNs upsample class-score maps, which no max-pool produced, so they have no pooling "
+                         "indices to unpool with; use nearest, bilinear or transposed (or the segnet/unet models)")
+    encoder = create_encoder(backbone, pretrained, weights_path, with_head=True)
     decoder = FCNDecoder(encoder.out_channels, encoder.strides, num_classes, skip_strides, upsample)
-    return SegmentationModel(encoder, decoder, Upsample(num_classes, decoder.output_stride, upsample), num_classes)
+    return SegmentationModel(encoder, decoder, final_upsample(num_classes, decoder.output_stride, upsample), num_classes)
 
 
-@register_model
-def fcn32s(encoder, num_classes, upsample):
-    return _fcn(encoder, num_classes, upsample, skip_strides=())
+@register_model("transposed")
+def fcn32s(backbone, num_classes, upsample, pretrained, weights_path):
+    """FCN-32s: score the stride-32 features and upsample 32x in one step."""
+    return _fcn(backbone, num_classes, upsample, pretrained, weights_path, skip_strides=())
 
 
-@register_model
-def fcn16s(encoder, num_classes, upsample):
-    return _fcn(encoder, num_classes, upsample, skip_strides=(16,))
+@register_model("transposed")
+def fcn16s(backbone, num_classes, upsample, pretrained, weights_path):
+    """FCN-16s: adds the stride-16 score before the final 16x upsampling."""
+    return _fcn(backbone, num_classes, upsample, pretrained, weights_path, skip_strides=(16,))
 
 
-@register_model
-def fcn8s(encoder, num_classes, upsample):
-    return _fcn(encoder, num_classes, upsample, skip_strides=(16, 8))
+@register_model("transposed")
+def fcn8s(backbone, num_classes, upsample, pretrained, weights_path):
+    """FCN-8s: adds the stride-16 and stride-8 scores before the final 8x upsampling."""
+    return _fcn(backbone, num_classes, upsample, pretrained, weights_path, skip_strides=(16, 8))
+
+
+def _hourglass(decoder_cls, backbone, num_classes, upsample, pretrained, weights_path):
+    encoder = create_encoder(backbone, pretrained, weights_path, with_head=False)
+    if upsample == "unpool" and not encoder.has_pool_indices:
+        raise ValueError(f"unpool needs an encoder that downsamples by max-pooling and records the indices "
+                         f"(vgg16); {backbone} downsamples with strided convolutions. Use nearest, bilinear "
+                         "or transposed with this backbone")
+    decoder = decoder_cls(encoder.out_channels, encoder.strides, num_classes, upsample)
+    return SegmentationModel(encoder, decoder, final_upsample(num_classes, decoder.output_stride, upsample), num_classes)
+
+
+@register_model("unpool")
+def segnet(backbone, num_classes, upsample, pretrained, weights_path):
+    """SegNet-style hourglass: a mirrored decoder, no skip features; unpooling with vgg16."""
+    return _hourglass(SegNetDecoder, backbone, num_classes, upsample, pretrained, weights_path)
+
+
+@register_model("bilinear")
+def unet(backbone, num_classes, upsample, pretrained, weights_path):
+    """U-Net-style hourglass: each decoder stage concatenates the encoder feature of its stride."""
+    return _hourglass(UNetDecoder, backbone, num_classes, upsample, pretrained, weights_path)
+
+
+@register_model("bilinear")
+def fcn_vanilla(backbone, num_classes, upsample, pretrained, weights_path):
+    """No downsampling at all (the backbone is not used): the baseline that shows why others downsample."""
+    if upsample == "unpool":
+        raise ValueError("fcn_vanilla never pools, so there is nothing to unpool")
+    encoder = PlainEncoder()
+    decoder = FCNDecoder(encoder.out_channels, encoder.strides, num_classes, skip_strides=(), upsample=upsample)
+    return SegmentationModel(encoder, decoder, Upsample(num_classes, 1, "bilinear"), num_classes)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("nearest", "bilinear", "transposed")
+MODES = ("nearest", "bilinear", "transposed", "unpool")
 
 
 def transposed_output_size(size: int, stride: int, padding: int, kernel: int, output_padding: int = 0) -> int:
@@ -38,11 +38,16 @@ def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Upsample(nn.Module):
     """Upsample a (N, C, h, w) map by `factor` to an exact (H, W).
 
-    `transposed` is a learnable per-class transposed convolution initialised to bilinear
-    interpolation (Long et al. 2015, sec. 3.3); `freeze=True` keeps it fixed.
+    - `nearest`, `bilinear`: fixed interpolation.
+    - `transposed`: a learnable transposed convolution initialised to bilinear interpolation
+      (Long et al. 2015, sec. 3.3); `freeze=True` keeps it fixed. Score maps mix classes
+      (C x C kernel); wide feature maps use `depthwise=True`, one kernel a channel.
+    - `unpool`: max-unpooling (Badrinarayanan et al. 2017): each value returns to the position
+      its encoder max-pool took it from, zeros elsewhere. Needs those `indices`.
     """
 
-    def __init__(self, channels: int, factor: int, mode: str = "transposed", freeze: bool = False):
+    def __init__(self, channels: int, factor: int, mode: str = "transposed", freeze: bool = False,
+                 depthwise: bool = False):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -50,17 +55,22 @@ class Upsample(nn.Module):
         if mode == "transposed" and factor > 1:
             kernel = 2 * factor - factor % 2
             # padding (K - S) / 2 makes the output exactly I·S long
+            groups = channels if depthwise else 1
             self.conv = nn.ConvTranspose2d(channels, channels, kernel, stride=factor,
-                                           padding=(kernel - factor) // 2, bias=False)
+                                           padding=(kernel - factor) // 2, groups=groups, bias=False)
             with torch.no_grad():
                 self.conv.weight.zero_()
-                # Each class upsamples only itself at the start; learning may mix them later.
+                # Each channel upsamples only itself at the start; learning may mix them later.
                 for c in range(channels):
-                    self.conv.weight[c, c] = bilinear_kernel(kernel)
+                    self.conv.weight[c, 0 if depthwise else c] = bilinear_kernel(kernel)
             self.conv.weight.requires_grad_(not freeze)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int], indices: torch.Tensor | None = None) -> torch.Tensor:
         size = tuple(int(s) for s in size)
+        if self.mode == "unpool":
+            if indices is None:
+                raise ValueError("unpool upsampling needs the indices of the matching encoder max-pool")
+            return F.max_unpool2d(x, indices, kernel_size=self.factor, stride=self.factor, output_size=size)
         if self.mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
         if self.mode == "bilinear" or self.factor == 1:

@@ -80,3 +80,30 @@ def load_by_name(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
         raise PixelwiseError(f"{source}: {len(missing)} of the backbone's tensors are missing or differ in shape "
                              f"(first: {missing[0]}); is it the weight file of this backbone?")
     model.load_state_dict(usable, strict=False)
+
+
+def torchvision_state_dict(backbone: str, weights_path: str | None = None) -> tuple[dict, str]:
+    """ImageNet weights for a torchvision classifier: the user's file, the offline package,
+    torchvision's cache, or a download, in that order. -> (state dict, where it came from)."""
+    if weights_path:
+        return read_state_dict(weights_path), str(weights_path)
+    if backbone in OFFLINE_PACKAGES:
+        try:
+            path = offline_weight_file(backbone)
+            return read_state_dict(path), str(path)
+        except PixelwiseError:
+            pass  # fall through to torchvision's own cache and download
+    import torchvision
+
+    url = torchvision.models.get_model_weights(backbone).IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if cached.is_file():
+        return read_state_dict(cached), str(cached)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True), url
+    except Exception as err:  # no network shows up as URLError, socket errors, HTTP errors...
+        hint = f" or `{OFFLINE_PACKAGES[backbone][2]}`" if backbone in OFFLINE_PACKAGES else ""
+        raise PixelwiseError(
+            f"ImageNet weights for {backbone} are not on this machine and could not be downloaded from {url} "
+            f"({type(err).__name__}); pass the file with --backbone-weights PATH (torchvision's {Path(url).name}){hint}, "
+            "or train from scratch with --no-pretrained") from None

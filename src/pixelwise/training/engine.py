@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -104,6 +105,18 @@ def split_pairs(spec: DatasetSpec, log: Callable = print) -> tuple[list, list]:
     return train, val
 
 
+def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
+    """Estimate decoded size from the first image's header (RGB + uint8 mask = 4 bytes a pixel)."""
+    from PIL import Image
+
+    try:
+        with Image.open(pairs[0][0]) as first:
+            w, h = first.size
+    except OSError:
+        return True  # unreadable: preload will name the file
+    return w * h * 4 * len(pairs) < limit_bytes
+
+
 # ---------------------------------------------------------------- schedule
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -150,13 +163,23 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_a
 
 
 @torch.no_grad()
-def predict_logits(model, images: torch.Tensor, device, dtype) -> torch.Tensor:
+def predict_logits(model, images: torch.Tensor, device, dtype, scale: float = 1.0) -> torch.Tensor:
+    """(N, 3, H, W) in 0..1 -> (N, C, H, W) float logits. With `scale` != 1 the network sees the
+    images resized by that factor (thin objects cover more pixels at stride 8) and its logits
+    are resized back, so the output always matches the input."""
+    size = images.shape[-2:]
+    if scale != 1.0:
+        images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False,
+                               antialias=scale < 1)
     with autocast(device, dtype):
-        return model(to_device(images, device, dtype)).float()
+        logits = model(to_device(images, device, dtype)).float()
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits
 
 
 @torch.no_grad()
-def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8,
+def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8, scale: float = 1.0,
              desc: str = "evaluate") -> ConfusionMatrix:
     """Confusion matrix over `dataset` at full resolution. Images of equal size are batched."""
     model.eval()
@@ -164,7 +187,7 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
     batch_images, batch_masks = [], []
 
     def flush():
-        logits = predict_logits(model, torch.stack(batch_images), device, dtype)
+        logits = predict_logits(model, torch.stack(batch_images), device, dtype, scale)
         matrix.update(logits.argmax(1).cpu(), torch.stack(batch_masks))
         batch_images.clear()
         batch_masks.clear()
@@ -193,6 +216,33 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     return model
 
 
+def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print):
+    """Dataset folder -> (spec, train set with joint transforms, val set, train loader, weighted loss).
+    Every image and mask is read and checked here, before any training."""
+    spec = load_spec(cfg.data, cfg.format)
+    train_pairs, val_pairs = split_pairs(spec, log)
+    cache = fits_in_memory(train_pairs + val_pairs)
+    if not cache:
+        log("the dataset is too large to keep decoded in memory: images are decoded every epoch "
+            "(consider --workers 2 or more)")
+    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=cache)
+    val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=cache)
+    train_set.preload("reading train")
+    val_set.preload("reading val")
+    crop = clamp_crop(cfg.crop_size, train_set)
+    train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter)
+    weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
+    log(f"augmentation: scale {cfg.scale_range[0]:g}-{cfg.scale_range[1]:g}, crop {crop[0]}x{crop[1]}, flips; "
+        f"class weights ({cfg.class_weighting}): "
+        + ("none" if weights is None else " ".join(f"{w:.2f}" for w in weights.tolist())))
+    loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
+                        num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+    return spec, train_set, val_set, loader, loss_fn
+
+
 def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = None,
         log: Callable[[str], None] = print) -> dict:
     """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
@@ -208,21 +258,7 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
 
-    spec = load_spec(cfg.data, cfg.format)
-    train_pairs, val_pairs = split_pairs(spec, log)
-    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=True)
-    val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=True)
-    train_set.preload("reading train")
-    val_set.preload("reading val")
-    crop = clamp_crop(cfg.crop_size, train_set)
-    train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter)
-    weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
-    loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
-                        num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
-
+    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log)
     model = prepare_model(model if model is not None else build_model(cfg, spec.num_classes), device, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -240,28 +276,31 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     budget_s = cfg.time_budget * 60 if cfg.time_budget else None
     t0 = time.time() - elapsed_before
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
-        f"validating on {len(val_set)}; crop {crop[0]}x{crop[1]}, batch {loader.batch_size}, "
+        f"validating on {len(val_set)}; batch {loader.batch_size}, "
         f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
         + (f"budget {cfg.time_budget:g} min" if budget_s else f"{cfg.epochs} epochs"))
 
     epoch_s = val_s = 0.0
     steps_per_epoch = len(loader)
-    for epoch in range(start_epoch, cfg.epochs):
+    # A time budget replaces the epoch count: training runs until the budget is spent.
+    total_epochs = 10**6 if budget_s else cfg.epochs
+    for epoch in range(start_epoch, total_epochs):
         elapsed = time.time() - t0
-        if budget_s and epoch > start_epoch and elapsed + epoch_s + val_s > budget_s:
+        if budget_s and budget_s - elapsed < val_s + 0.25 * epoch_s:  # too little left for a useful (partial) epoch
             log(f"time budget reached: stopping after epoch {epoch} ({elapsed / 60:.1f} min)")
             break
 
         def progress_at(step: int, epoch=epoch) -> float:
-            by_epoch = (epoch + step / steps_per_epoch) / cfg.epochs
-            return max(by_epoch, (time.time() - t0) / budget_s) if budget_s else by_epoch
+            if budget_s:
+                return (time.time() - t0) / budget_s
+            return (epoch + step / steps_per_epoch) / cfg.epochs
 
         deadline = t0 + budget_s - val_s if budget_s else None
         stats = train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at, base_lrs,
-                                cfg.warmup, deadline, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                                cfg.warmup, deadline, desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
         v0 = time.time()
-        scores = evaluate(model, val_set, device, dtype, batch_size=cfg.batch_size).compute(spec.class_names)
+        scores = evaluate(model, val_set, device, dtype, cfg.batch_size, cfg.infer_scale).compute(spec.class_names)
         val_s = time.time() - v0
 
         history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
