@@ -1,4 +1,4 @@
-"""The `pixelwise` command: train | evaluate | predict | demo."""
+"""The `pixelwise` command: train | evaluate | predict | models | explain | demo."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +121,34 @@ def cmd_predict(args) -> None:
         raise PixelwiseError(f"{len(failed)} of {len(images)} images could not be predicted (see above)")
 
 
+def cmd_models(args) -> None:
+    from pixelwise.models.registry import DEFAULT_UPSAMPLE, create_model, list_backbones, list_models
+    from pixelwise.models.summary import measure
+
+    size = args.size
+    print(f"input {size[0]}x{size[1]}; GFLOPs count a multiply-add as 2; activations: fp32 outputs of every "
+          "layer, roughly what training stores for the backward pass")
+    print(f"{'model':<12} {'backbone':<19} {'upsample':<11} {'params (M)':>10} {'GFLOPs':>9} {'activations (MB)':>17}")
+    for name in list_models():
+        # fcn_vanilla uses no backbone: one row is enough
+        for backbone in (["-"] if name == "fcn_vanilla" else list_backbones()):
+            upsample = DEFAULT_UPSAMPLE[name]
+            if upsample == "unpool" and backbone != "vgg16":
+                upsample = "bilinear"  # unpooling needs max-pool indices, which only vgg16 records
+            model = create_model(name, backbone="vgg16" if backbone == "-" else backbone, num_classes=args.classes,
+                                 upsample=upsample, pretrained=False)
+            m = measure(model, size)
+            print(f"{name:<12} {backbone:<19} {upsample:<11} {m['params'] / 1e6:>10.2f} {m['gflops']:>9.1f} "
+                  f"{m['activation_mb']:>17.0f}", flush=True)
+
+
+def cmd_explain(args) -> None:
+    from pixelwise.explain import explain_upsampling
+
+    for path in explain_upsampling(args.out):
+        print(path)
+
+
 def cmd_demo(args) -> None:
     from pixelwise.demo import run_demo
 
@@ -163,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list every model x backbone with its size and cost",
+                       description="Parameters, GFLOPs and training activation memory of every registered model "
+                       "and backbone at one input size. Example: pixelwise models --size 360x480")
+    p.add_argument("--size", type=size_pair, default=(360, 480), metavar="HxW", help="input size (default: 360x480)")
+    p.add_argument("--classes", type=int, default=11, help="number of classes (default: %(default)s)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("explain", help="figures that show how the building blocks work",
+                       description="Render annotated PNG figures of a concept on small worked examples. "
+                       "Example: pixelwise explain upsampling --out figures/")
+    p.add_argument("topic", choices=("upsampling",), help="what to explain")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figures")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="train, evaluate and predict on the bundled nuclei sample",
                        description="The whole flow on the bundled sample (16 tiles of a nuclei microscopy image): "

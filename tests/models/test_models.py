@@ -25,3 +25,44 @@ def test_unknown_names_are_refused_clearly():
         pixelwise.create_model("fcn4s", num_classes=2)
     with pytest.raises(pixelwise.PixelwiseError, match="unknown backbone 'resnet999'"):
         pixelwise.create_model("fcn8s", backbone="resnet999", num_classes=2)
+
+
+def test_vgg16_fc6_as_a_convolution_computes_the_dense_layer():
+    from pixelwise.models.encoders import VGGEncoder
+
+    torch.manual_seed(0)
+    encoder = VGGEncoder(pretrained=False)
+    fc6 = torch.nn.Linear(25088, 4096)
+    fc6.weight.data = encoder.fc6.weight.data.flatten(1)
+    fc6.bias.data = encoder.fc6.bias.data
+    pool5 = torch.rand(1, 512, 7, 7)  # exactly one 7x7 window, as the classifier saw at 224x224
+    with torch.no_grad():
+        as_conv = torch.nn.functional.conv2d(pool5, encoder.fc6.weight, encoder.fc6.bias)
+        dense = fc6(pool5.flatten(1))
+    assert as_conv.shape == (1, 4096, 1, 1)
+    assert torch.allclose(as_conv.flatten(1), dense, atol=1e-4)
+    assert encoder.strides == [2, 4, 8, 16, 32, 32] and encoder.out_channels[-1] == 4096
+
+
+def test_vgg16_weights_come_from_torchvision_layout(tmp_path):
+    import torchvision
+
+    from pixelwise.models.encoders import VGGEncoder
+
+    reference = torchvision.models.vgg16()
+    torch.save(reference.state_dict(), tmp_path / "vgg16.pth")
+    encoder = VGGEncoder(weights_path=str(tmp_path / "vgg16.pth"))
+    assert torch.equal(encoder.stages[0][0].weight, reference.features[0].weight)
+    assert torch.equal(encoder.fc6.weight.flatten(1), reference.classifier[0].weight)
+    assert torch.equal(encoder.fc7.weight.flatten(1), reference.classifier[3].weight)
+
+
+def test_missing_imagenet_weights_explain_the_way_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(pixelwise.PixelwiseError, match="--backbone-weights PATH .* --no-pretrained"):
+        pixelwise.create_model("fcn8s", backbone="resnet18", num_classes=2)

@@ -28,33 +28,37 @@ def decoder_path(encoder_strides) -> list[tuple[int, int]]:
 
 class SegNetDecoder(nn.Module):
     """Mirror of the encoder without skip features: at each stage, upsample 2x, then two 3x3
-    conv-BN-ReLU. In `unpool` mode the upsampling is max-unpooling with the encoder's own pooling
-    indices, and since a VGG encoder's features are post-pool, one more stage undoes pool1.
+    conv-BN-ReLU. Behind a max-pooling encoder (`pooled=True`) the decoder climbs all the way
+    back to stride 1, using the sizes the pools recorded, and in `unpool` mode it upsamples by
+    max-unpooling with the pools' own indices; the other modes get the very same stages, so
+    the upsampling operator is the only difference between them.
 
-    features -> (N, num_classes, H/s, W/s) scores, s = `output_stride` (1 with unpooling)."""
+    features -> (N, num_classes, H/s, W/s) scores, s = `output_stride`."""
 
-    def __init__(self, encoder_channels, encoder_strides, num_classes: int, upsample: str = "unpool"):
+    def __init__(self, encoder_channels, encoder_strides, num_classes: int, upsample: str = "unpool",
+                 pooled: bool = False):
         super().__init__()
-        self.uses_indices = upsample == "unpool"
+        self.uses_indices = pooled
+        self.unpool = upsample == "unpool"
         self.path = decoder_path(encoder_strides)
         stages = [(encoder_channels[i], encoder_channels[j], s // s_next)
                   for (i, s), (j, s_next) in zip(self.path, self.path[1:])]
-        if self.uses_indices:
+        if pooled:  # the features are post-pool: one more stage undoes the first pool
             last, stride = self.path[-1]
             stages.append((encoder_channels[last], encoder_channels[last], stride))
         self.upsamples = nn.ModuleList(Upsample(c_in, f, upsample, depthwise=True) for c_in, _, f in stages)
         self.blocks = nn.ModuleList(conv_block(c_in, c_out) for c_in, c_out, _ in stages)
         self.score = nn.Conv2d(stages[-1][1], num_classes, 1)
-        self.output_stride = 1 if self.uses_indices else self.path[-1][1]
+        self.output_stride = 1 if pooled else self.path[-1][1]
 
     def forward(self, features: list[torch.Tensor], indices=None) -> torch.Tensor:
         x = features[self.path[0][0]]
-        if self.uses_indices:
-            for (pooled, size), upsample, block in zip(reversed(indices), self.upsamples, self.blocks):
-                x = block(upsample(x, size, pooled))
+        if indices is not None:  # deepest pool first: (indices, size before pooling)
+            targets = [(size, idx if self.unpool else None) for idx, size in reversed(indices)]
         else:
-            for (j, _), upsample, block in zip(self.path[1:], self.upsamples, self.blocks):
-                x = block(upsample(x, features[j].shape[-2:]))
+            targets = [(features[j].shape[-2:], None) for j, _ in self.path[1:]]
+        for (size, idx), upsample, block in zip(targets, self.upsamples, self.blocks):
+            x = block(upsample(x, size, idx))
         return self.score(x)
 
 
@@ -64,7 +68,8 @@ class UNetDecoder(nn.Module):
 
     features -> (N, num_classes, H/s, W/s) scores at the shallowest feature's stride s."""
 
-    def __init__(self, encoder_channels, encoder_strides, num_classes: int, upsample: str = "bilinear"):
+    def __init__(self, encoder_channels, encoder_strides, num_classes: int, upsample: str = "bilinear",
+                 pooled: bool = False):
         super().__init__()
         self.uses_indices = upsample == "unpool"
         self.path = decoder_path(encoder_strides)

@@ -202,8 +202,45 @@ class PlainEncoder(Encoder):
         return [self.body(self.normalise(x))]
 
 
+class SegNetBasicEncoder(Encoder):
+    """SegNet-Basic's encoder (Badrinarayanan et al. 2017, sec. 4): four stages of 7x7 conv (64
+    channels)-BN-ReLU then a 2x2 max-pool that records its indices. Small enough to train from
+    scratch on a CPU, which is how the paper compared its decoder variants."""
+
+    has_pool_indices = True
+
+    def __init__(self, backbone: str = "segnet_basic", pretrained: bool = False, weights_path: str | None = None,
+                 with_head: bool = False, width: int = 64, depth: int = 4):
+        super().__init__()
+        if pretrained and not weights_path:
+            raise PixelwiseError("segnet_basic has no ImageNet weights: it is trained from scratch; "
+                                 "pass --no-pretrained (or pretrained=False)")
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(3 if i == 0 else width, width, 7, padding=3, bias=False), nn.BatchNorm2d(width),
+                          nn.ReLU(inplace=True)) for i in range(depth))
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.out_channels, self.strides = [width] * depth, [2 ** (i + 1) for i in range(depth)]
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        if weights_path:
+            self.load_state_dict(weights.read_state_dict(weights_path))
+
+    def forward_with_indices(self, x: torch.Tensor):
+        x = self.normalise(x)
+        features, indices = [], []
+        for stage in self.stages:
+            x = stage(x)
+            size = x.shape[-2:]
+            x, idx = self.pool(x)
+            features.append(x)
+            indices.append((idx, size))
+        return features, indices
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_with_indices(x)[0]
+
+
 ENCODERS = {**{n: TimmEncoder for n in TIMM_BACKBONES}, **{n: TorchvisionEncoder for n in TORCHVISION_NODES},
-            "vgg16": VGGEncoder}
+            "vgg16": VGGEncoder, "segnet_basic": SegNetBasicEncoder}
 
 
 def create_encoder(backbone: str, pretrained: bool = True, weights_path: str | None = None,

@@ -30,6 +30,9 @@ class FCNDecoder(nn.Module):
         super().__init__()
         # For each stride use the deepest feature at that stride: it has seen the most context.
         last_at = {s: i for i, s in enumerate(encoder_strides)}
+        if skip_strides and encoder_strides[-1] <= max(skip_strides):
+            raise ValueError(f"an FCN with skips from strides {skip_strides} needs a deeper encoder; this one stops "
+                             f"at stride {encoder_strides[-1]}")
         missing = [s for s in skip_strides if s not in last_at]
         if missing:
             raise ValueError(f"encoder has no stride-{missing[0]} feature for an FCN skip (strides: {encoder_strides})")

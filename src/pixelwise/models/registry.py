@@ -85,10 +85,12 @@ def fcn8s(backbone, num_classes, upsample, pretrained, weights_path):
 def _hourglass(decoder_cls, backbone, num_classes, upsample, pretrained, weights_path):
     encoder = create_encoder(backbone, pretrained, weights_path, with_head=False)
     if upsample == "unpool" and not encoder.has_pool_indices:
+        pooling = ", ".join(sorted(n for n, cls in ENCODERS.items() if cls.has_pool_indices))
         raise ValueError(f"unpool needs an encoder that downsamples by max-pooling and records the indices "
-                         f"(vgg16); {backbone} downsamples with strided convolutions. Use nearest, bilinear "
+                         f"({pooling}); {backbone} downsamples with strided convolutions. Use nearest, bilinear "
                          "or transposed with this backbone")
-    decoder = decoder_cls(encoder.out_channels, encoder.strides, num_classes, upsample)
+    decoder = decoder_cls(encoder.out_channels, encoder.strides, num_classes, upsample,
+                          pooled=encoder.has_pool_indices)
     return SegmentationModel(encoder, decoder, final_upsample(num_classes, decoder.output_stride, upsample), num_classes)
 
 

@@ -70,7 +70,11 @@ class Upsample(nn.Module):
         if self.mode == "unpool":
             if indices is None:
                 raise ValueError("unpool upsampling needs the indices of the matching encoder max-pool")
-            return F.max_unpool2d(x, indices, kernel_size=self.factor, stride=self.factor, output_size=size)
+            # The scatter F.max_unpool2d performs, written out because ONNX export lacks max_unpool2d:
+            # pooling indices are flat positions within each (H, W) plane.
+            n, c = x.shape[:2]
+            flat = x.new_zeros(n, c, size[0] * size[1]).scatter(2, indices.flatten(2), x.flatten(2))
+            return flat.view(n, c, *size)
         if self.mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
         if self.mode == "bilinear" or self.factor == 1:

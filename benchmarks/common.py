@@ -1,0 +1,51 @@
+"""Shared pieces of the benchmarks: where CamVid lives, one training run, CPU latency."""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from pixelwise.api import evaluate
+from pixelwise.config import TrainConfig
+from pixelwise.models.summary import count_parameters
+from pixelwise.training import engine
+from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, no GPU"
+
+
+@torch.no_grad()
+def latency_ms(model: torch.nn.Module, size=(360, 480), runs: int = 10) -> float:
+    """Median wall time of one forward pass on one image, with the precision training used."""
+    device = torch.device("cpu")
+    dtype = engine.resolve_precision("auto", device)
+    model = engine.prepare_model(model, device, dtype).eval()
+    x = torch.rand(1, 3, *size)
+    times = []
+    for i in range(runs + 2):
+        t = time.perf_counter()
+        engine.predict_logits(model, x, device, dtype)
+        if i >= 2:  # the first calls pick kernels
+            times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def train_and_score(cfg: TrainConfig) -> dict:
+    """Train with `cfg`, then score best.pt on val. -> mIoU, epochs, parameters, latency."""
+    summary = engine.fit(cfg)
+    best = Path(cfg.out) / "best.pt"
+    metrics = evaluate(best, cfg.data, split="val")
+    model = model_from_checkpoint(load_checkpoint(best))
+    return {"val_mean_iou": round(metrics["mean_iou"], 4), "epochs": summary["epochs"],
+            "train_minutes": round(summary["minutes"], 2), "params_m": round(count_parameters(model) / 1e6, 3),
+            "latency_ms_360x480": round(latency_ms(model), 1),
+            "per_class_iou": {k: None if v is None else round(v, 3) for k, v in metrics["per_class_iou"].items()}}
