@@ -40,6 +40,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.models.registry import list_backbones, list_models
     from pixelwise.models.upsample import MODES
     from pixelwise.training.losses import WEIGHTINGS
+    from pixelwise.training.strategies import STRATEGIES
 
     d = DEFAULTS
     p.add_argument("--data", required=True, help="dataset root folder")
@@ -60,13 +61,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         help="train for this many minutes, validation included; the schedule fits the budget")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-from", metavar="CKPT", help="initialise matching weights from a checkpoint")
+    p.add_argument("--strategy", default=d["strategy"], choices=STRATEGIES,
+                   help="how much of the pretrained encoder retrains (default: %(default)s)")
+    p.add_argument("--trainable-stages", type=int, default=d["trainable_stages"], metavar="K",
+                   help="encoder stages that train under --strategy last-k (default: %(default)s)")
+    p.add_argument("--lr-ratio", type=float, default=d["lr_ratio"],
+                   help="under --strategy full, each earlier encoder stage's learning rate relative to the next "
+                   "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="default: %(default)s")
     p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="default: %(default)s")
     p.add_argument("--crop-size", type=size_pair, default=d["crop_size"], metavar="N|HxW",
-                   help="training crop, clamped to the image size (default: %(default)s)")
+                   help="training crop, clamped to the image size (default: {}x{})".format(*d["crop_size"]))
     p.add_argument("--scale-range", type=float_pair, default=d["scale_range"], metavar="LOW,HIGH",
-                   help="random rescaling before the crop (default: %(default)s)")
+                   help="random rescaling before the crop (default: {:g},{:g})".format(*d["scale_range"]))
     p.add_argument("--infer-scale", type=float, default=d["infer_scale"],
                    help="validate and predict on inputs resized by this factor; saved in the checkpoint "
                    "(default: %(default)s)")

@@ -14,6 +14,9 @@ class TrainConfig:
     upsample: str | None = None  # None: the architecture's own (transposed for FCNs, unpool for SegNet)
     pretrained: bool = True
     backbone_weights: str | None = None
+    strategy: str = "full"  # how much of the encoder retrains: head | last-k | full | scratch | progressive
+    trainable_stages: int = 2  # encoder stages that train under last-k
+    lr_ratio: float = 1.0  # under full, each earlier encoder stage learns at this fraction of the next one's rate
     epochs: int = 80  # ignored when time_budget is set: then the budget alone ends training
     time_budget: float | None = None  # minutes, validation included
     batch_size: int = 8

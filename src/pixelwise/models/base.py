@@ -15,6 +15,15 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.size_multiple = max(encoder.strides)
 
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        """Like nn.Module.train, but BatchNorm layers of frozen encoder stages stay in eval mode:
+        their ImageNet statistics must not drift towards a small dataset's batches."""
+        super().train(mode)
+        for module in self.modules():
+            if getattr(module, "frozen_statistics", False):
+                module.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         # Pad to a multiple of the deepest stride. Otherwise odd sizes at some depth shift where

@@ -34,6 +34,17 @@ class Encoder(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    # Parameter-name prefixes of each stage, shallow to deep: what freezing strategies unfreeze.
+    stage_prefixes: list[tuple[str, ...]]
+
+    def stage_of(self, parameter_name: str) -> int:
+        """Index of the stage a parameter (named relative to the encoder) belongs to."""
+        for index, prefixes in enumerate(self.stage_prefixes):
+            if any(parameter_name == p or parameter_name.startswith(p + ".") for p in prefixes):
+                return index
+        raise ValueError(f"encoder parameter {parameter_name!r} belongs to no known stage of "
+                         f"{type(self).__name__}; its stage table needs updating")
+
     def probe_channels(self) -> None:
         """Read channel counts and strides from one dry run, so no width is written by hand."""
         was_training = self.training
@@ -82,6 +93,13 @@ class TimmEncoder(Encoder):
             self.strides.append(self.strides[-1])
         cfg = self.model.pretrained_cfg
         self.set_normalisation(cfg["mean"], cfg["std"])
+        # a stage runs up to the block that ends a stride; the stem joins the first, the head the last
+        ends = [int(info[i]["module"].split(".")[1]) for i in range(len(info))]
+        blocks = [tuple(f"model.blocks.{b}" for b in range(start, end + 1))
+                  for start, end in zip([0] + [e + 1 for e in ends[:-1]], ends)]
+        blocks[0] = ("model.conv_stem", "model.bn1", *blocks[0])
+        blocks[-1] = (*blocks[-1], "model.conv_head", "model.bn2")
+        self.stage_prefixes = blocks
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         head, features = self.model.forward_intermediates(self.normalise(x), indices=self.stage_indices)
@@ -100,6 +118,14 @@ TORCHVISION_NODES = {
 }
 
 
+_RESNET_STAGES = [("body.conv1", "body.bn1", "body.layer1"), ("body.layer2",), ("body.layer3",), ("body.layer4",)]
+TORCHVISION_STAGES = {
+    "resnet": _RESNET_STAGES,
+    "mobilenet_v2": [tuple(f"body.features.{i}" for i in r) for r in (range(0, 4), range(4, 7), range(7, 14),
+                                                                      range(14, 19))],
+}
+
+
 class TorchvisionEncoder(Encoder):
     """A torchvision classifier cut into a pyramid with `create_feature_extractor`."""
 
@@ -113,6 +139,8 @@ class TorchvisionEncoder(Encoder):
         self.body = create_feature_extractor(model, return_nodes={n: str(i) for i, n in enumerate(nodes)})
         self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
         self.probe_channels()
+        self.stage_prefixes = TORCHVISION_STAGES[backbone.rstrip("0123456789") if backbone.startswith("resnet")
+                                                 else backbone]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(self.normalise(x)).values())
@@ -160,6 +188,9 @@ class VGGEncoder(Encoder):
         self.out_channels = channels + ([4096] if self.with_fc else [])
         self.strides = [2, 4, 8, 16, 32] + ([32] if self.with_fc else [])
         self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        self.stage_prefixes = [(f"stages.{i}",) for i in range(5)]
+        if self.with_fc:
+            self.stage_prefixes[-1] += ("fc6", "fc7")
 
     def forward_with_indices(self, x: torch.Tensor):
         """-> (features ordered by stride, [(indices, pre-pool size) per pool])."""
@@ -197,6 +228,7 @@ class PlainEncoder(Encoder):
         self.out_channels, self.strides = [width], [1]
         self.depth, self.width = depth, width
         self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        self.stage_prefixes = [("body",)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [self.body(self.normalise(x))]
@@ -221,6 +253,7 @@ class SegNetBasicEncoder(Encoder):
         self.pool = nn.MaxPool2d(2, 2, return_indices=True)
         self.out_channels, self.strides = [width] * depth, [2 ** (i + 1) for i in range(depth)]
         self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        self.stage_prefixes = [(f"stages.{i}",) for i in range(depth)]
         if weights_path:
             self.load_state_dict(weights.read_state_dict(weights_path))
 

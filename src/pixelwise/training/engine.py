@@ -25,6 +25,7 @@ from pixelwise.data.formats import DatasetSpec, hash_split, load_spec
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.registry import create_model
+from pixelwise.training import strategies
 from pixelwise.training.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.metrics import ConfusionMatrix
@@ -207,7 +208,8 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
 
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     model = create_model(cfg.model, backbone=cfg.backbone, num_classes=num_classes, upsample=cfg.upsample,
-                         pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
+                         pretrained=cfg.pretrained and cfg.strategy != "scratch",
+                         backbone_weights=cfg.backbone_weights)
     if cfg.init_from:
         source = load_checkpoint(cfg.init_from)["model"]
         own = model.state_dict()
@@ -259,9 +261,14 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     dtype = resolve_precision(cfg.precision, device)
 
     spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log)
-    model = prepare_model(model if model is not None else build_model(cfg, spec.num_classes), device, dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if model is None:
+        model = build_model(cfg, spec.num_classes)
+        strategies.apply_strategy(model, cfg.strategy, cfg.trainable_stages)
+        groups = strategies.parameter_groups(model, cfg.lr, cfg.strategy, cfg.lr_ratio)
+    else:  # a model from outside the registry (a benchmark's peer) trains whole, at one rate
+        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    model = prepare_model(model, device, dtype)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     start_epoch, elapsed_before, best, history = 0, 0.0, -1.0, []
@@ -295,6 +302,9 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
                 return (time.time() - t0) / budget_s
             return (epoch + step / steps_per_epoch) / cfg.epochs
 
+        if cfg.strategy == "progressive":
+            unfrozen = strategies.progressive_unfreeze(model, progress_at(0))
+            log(f"progressive: {len(unfrozen)} of {len(model.encoder.stage_prefixes)} encoder stages training")
         deadline = t0 + budget_s - val_s if budget_s else None
         stats = train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at, base_lrs,
                                 cfg.warmup, deadline, desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
