@@ -92,7 +92,7 @@ def main() -> None:
 
     if args.peer:
         peer_cfg = TrainConfig(data=args.data, out=str(out / "peer"), time_budget=args.minutes,
-                               model="peer:smp.Unet/mobilenet_v2")
+                               model="peer:smp.Unet", backbone="mobilenet_v2")
         spec = load_spec(args.data)
         peer = PeerUnet(spec.num_classes)
         peer_summary = engine.fit(peer_cfg, model=peer)

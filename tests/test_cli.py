@@ -123,3 +123,22 @@ def test_bad_input_gives_one_line_error_naming_the_file(case, tmp_path, capsys):
     assert err.startswith("pixelwise: error: ") and err.count("\n") == 1, err
     assert expected in err
     assert "Traceback" not in err
+
+
+def test_predict_refuses_to_overwrite_inputs_or_collide(trained, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (20, 20)).save(folder / "a.png")
+    Image.new("RGB", (20, 20)).save(folder / "a.jpg")
+    code = main(["predict", "--checkpoint", str(trained / "best.pt"), str(folder / "a.png"), "--out", str(folder)])
+    assert code == 2 and "would overwrite the input image" in capsys.readouterr().err
+    code = main(["predict", "--checkpoint", str(trained / "best.pt"), str(folder), "--out", str(tmp_path / "p")])
+    assert code == 2 and "would both be written to" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a.png"]
+
+
+def test_train_refuses_to_replace_a_previous_run(trained, nuclei_root_module, capsys):
+    before = (trained / "last.pt").stat().st_mtime_ns
+    code = main(["train", "--data", str(nuclei_root_module), "--out", str(trained), "--epochs", "1"])
+    assert code == 2 and "already holds a training run" in capsys.readouterr().err
+    assert (trained / "last.pt").stat().st_mtime_ns == before

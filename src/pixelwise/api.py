@@ -16,13 +16,14 @@ from pixelwise.training.plots import plot_confusion
 __all__ = ["train", "evaluate", "load", "Predictor"]
 
 
-def train(data: str | Path, out: str | Path = "runs/train", resume: bool = False, **options) -> dict:
+def train(data: str | Path, out: str | Path = "runs/train", resume: bool = False, overwrite: bool = False,
+          **options) -> dict:
     """Train with `pixelwise train`'s defaults, overridden by keyword (see `TrainConfig`).
 
     >>> summary = train("my_data", out="runs/first", time_budget=10)
     """
     cfg = TrainConfig(data=str(data), out=str(out), **options)
-    return engine.fit(cfg, resume=resume)
+    return engine.fit(cfg, resume=resume, overwrite=overwrite)
 
 
 def default_split(splits) -> str:

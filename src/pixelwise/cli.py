@@ -60,6 +60,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many minutes, validation included; the schedule fits the budget")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT instead of refusing")
     p.add_argument("--init-from", metavar="CKPT", help="initialise matching weights from a checkpoint")
     p.add_argument("--strategy", default=d["strategy"], choices=STRATEGIES,
                    help="how much of the pretrained encoder retrains (default: %(default)s)")
@@ -96,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args) -> None:
     from pixelwise.training.engine import fit
 
-    summary = fit(config_from_args(args), resume=args.resume)
+    summary = fit(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
     print(f"best val mean IoU {summary['best_mean_iou']:.4f} after {summary['epochs']} epochs "
           f"({summary['minutes']:.1f} min); checkpoint: {summary['best_checkpoint']}")
 
@@ -110,12 +111,29 @@ def cmd_evaluate(args) -> None:
     print(f"\nconfusion matrix: {metrics['confusion_plot']}" + (f"\nmetrics JSON: {args.json}" if args.json else ""))
 
 
+def check_outputs(images: list[Path], out: Path) -> None:
+    """Refuse before writing anything if two inputs would share an output name, or an output
+    would land on an input: predictions must never destroy the user's images."""
+    seen: dict[str, Path] = {}
+    inputs = {p.resolve() for p in images}
+    for image in images:
+        if image.stem in seen:
+            raise PixelwiseError(f"{seen[image.stem]} and {image} would both be written to {out / image.stem}.png; "
+                                 "predict them into different --out folders")
+        seen[image.stem] = image
+        for name in (f"{image.stem}.png", f"{image.stem}_overlay.png"):
+            if (out / name).resolve() in inputs:
+                raise PixelwiseError(f"writing {out / name} would overwrite the input image {out / name}; "
+                                     "choose another --out folder")
+
+
 def cmd_predict(args) -> None:
     from pixelwise.inference.predict import gather_images, load
 
     images = gather_images(args.inputs)
-    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     out = Path(args.out)
+    check_outputs(images, out)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     out.mkdir(parents=True, exist_ok=True)
     failed = []
     for path in images:

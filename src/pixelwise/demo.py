@@ -19,7 +19,7 @@ def sample_root() -> Path:
 def run_demo(out: str | Path = "runs/demo", epochs: int = 60) -> dict:
     out = Path(out)
     data = sample_root()
-    summary = fit(TrainConfig(data=str(data), out=str(out), epochs=epochs))
+    summary = fit(TrainConfig(data=str(data), out=str(out), epochs=epochs), overwrite=True)  # the demo's own folder
     metrics = evaluate(out / "best.pt", data, split="test", json_path=out / "test_metrics.json",
                        plot_path=out / "confusion_test.png")
     print("\n" + format_metrics(metrics))

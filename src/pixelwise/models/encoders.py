@@ -146,17 +146,38 @@ class TorchvisionEncoder(Encoder):
         return list(self.body(self.normalise(x)).values())
 
 
-# ---------------------------------------------------------------- VGG16, with pooling indices and fc6/fc7
+# ---------------------------------------------------------------- max-pooling encoders (unpool indices)
 
-class VGGEncoder(Encoder):
+class PoolingEncoder(Encoder):
+    """Encoders whose `stages` each end in a 2x2 max-pool that records where its maxima were."""
+
+    has_pool_indices = True
+    stages: nn.ModuleList
+    pool: nn.MaxPool2d
+
+    def pooled_stages(self, x: torch.Tensor):
+        """-> (post-pool features ordered by stride, [(indices, size before pooling) per pool])."""
+        features, indices = [], []
+        for stage in self.stages:
+            x = stage(x)
+            size = x.shape[-2:]
+            x, idx = self.pool(x)
+            features.append(x)
+            indices.append((idx, size))
+        return features, indices
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_with_indices(x)[0]
+
+
+
+class VGGEncoder(PoolingEncoder):
     """torchvision's VGG16 run stage by stage, so each max-pool can also return its indices.
 
     Features: pool1..pool5 (strides 2..32), then fc7 at stride 32. fc6/fc7 are the classifier's
     dense layers turned into convolutions ("convolutionalisation", Long et al. 2015, sec. 3.1):
     fc6's 25088x4096 matrix is a 7x7 conv over pool5's 512 channels, fc7 a 1x1 conv.
     """
-
-    has_pool_indices = True
 
     def __init__(self, backbone: str = "vgg16", pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
@@ -193,22 +214,10 @@ class VGGEncoder(Encoder):
             self.stage_prefixes[-1] += ("fc6", "fc7")
 
     def forward_with_indices(self, x: torch.Tensor):
-        """-> (features ordered by stride, [(indices, pre-pool size) per pool])."""
-        x = self.normalise(x)
-        features, indices = [], []
-        for stage in self.stages:
-            x = stage(x)
-            size = x.shape[-2:]
-            x, idx = self.pool(x)
-            features.append(x)
-            indices.append((idx, size))
+        features, indices = self.pooled_stages(self.normalise(x))
         if self.with_fc:
-            x = self.fc_act(self.fc7(self.fc_act(self.fc6(x))))
-            features.append(x)
+            features.append(self.fc_act(self.fc7(self.fc_act(self.fc6(features[-1])))))
         return features, indices
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_with_indices(x)[0]
 
 
 # ---------------------------------------------------------------- no downsampling at all
@@ -234,12 +243,10 @@ class PlainEncoder(Encoder):
         return [self.body(self.normalise(x))]
 
 
-class SegNetBasicEncoder(Encoder):
+class SegNetBasicEncoder(PoolingEncoder):
     """SegNet-Basic's encoder (Badrinarayanan et al. 2017, sec. 4): four stages of 7x7 conv (64
     channels)-BN-ReLU then a 2x2 max-pool that records its indices. Small enough to train from
     scratch on a CPU, which is how the paper compared its decoder variants."""
-
-    has_pool_indices = True
 
     def __init__(self, backbone: str = "segnet_basic", pretrained: bool = False, weights_path: str | None = None,
                  with_head: bool = False, width: int = 64, depth: int = 4):
@@ -258,18 +265,7 @@ class SegNetBasicEncoder(Encoder):
             self.load_state_dict(weights.read_state_dict(weights_path))
 
     def forward_with_indices(self, x: torch.Tensor):
-        x = self.normalise(x)
-        features, indices = [], []
-        for stage in self.stages:
-            x = stage(x)
-            size = x.shape[-2:]
-            x, idx = self.pool(x)
-            features.append(x)
-            indices.append((idx, size))
-        return features, indices
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_with_indices(x)[0]
+        return self.pooled_stages(self.normalise(x))
 
 
 ENCODERS = {**{n: TimmEncoder for n in TIMM_BACKBONES}, **{n: TorchvisionEncoder for n in TORCHVISION_NODES},

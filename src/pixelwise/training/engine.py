@@ -246,7 +246,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
 
 
 def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
     """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
 
     `model` overrides the registry (benchmarks train peers through the same loop).
@@ -256,6 +256,9 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if (out / "last.pt").is_file() and not (resume or overwrite):
+        raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
