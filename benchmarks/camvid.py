@@ -81,7 +81,7 @@ def main() -> None:
 
     cfg = TrainConfig(data=args.data, out=str(out / "pixelwise"), time_budget=args.minutes)
     t = time.time()
-    summary = engine.fit(cfg)
+    summary = engine.fit(cfg, overwrite=True)  # benchmark runs replace their own earlier output
     metrics = evaluate(out / "pixelwise" / "best.pt", args.data, split="val")
     result["pixelwise"] = {"model": f"{cfg.model}/{cfg.backbone}", **summarise(metrics, summary)}
     fp32 = evaluate(out / "pixelwise" / "best.pt", args.data, split="val", precision="fp32",
@@ -95,7 +95,7 @@ def main() -> None:
                                model="peer:smp.Unet", backbone="mobilenet_v2")
         spec = load_spec(args.data)
         peer = PeerUnet(spec.num_classes)
-        peer_summary = engine.fit(peer_cfg, model=peer)
+        peer_summary = engine.fit(peer_cfg, model=peer, overwrite=True)
         peer_metrics = score_peer(PeerUnet(spec.num_classes), peer_cfg, out / "peer" / "best.pt")
         result["peer"] = {"model": "smp.Unet/mobilenet_v2 (torchvision ImageNet weights)",
                           **summarise(peer_metrics, peer_summary)}

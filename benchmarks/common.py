@@ -41,7 +41,7 @@ def latency_ms(model: torch.nn.Module, size=(360, 480), runs: int = 10) -> float
 
 def train_and_score(cfg: TrainConfig) -> dict:
     """Train with `cfg`, then score best.pt on val. -> mIoU, epochs, parameters, latency."""
-    summary = engine.fit(cfg)
+    summary = engine.fit(cfg, overwrite=True)  # benchmark runs replace their own earlier output
     best = Path(cfg.out) / "best.pt"
     metrics = evaluate(best, cfg.data, split="val")
     model = model_from_checkpoint(load_checkpoint(best))
