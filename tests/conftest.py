@@ -27,7 +27,7 @@ def folder_dataset(tmp_path):
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def nuclei_root():
     from pixelwise.demo import sample_root
 

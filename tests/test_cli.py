@@ -19,19 +19,12 @@ def run_cli(*args):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, nuclei_root_module):
+def trained(tmp_path_factory, nuclei_root):
     out = tmp_path_factory.mktemp("run")
-    stdout = run_cli("train", "--data", nuclei_root_module, "--out", out, "--epochs", 2, "--batch-size", 4,
+    stdout = run_cli("train", "--data", nuclei_root, "--out", out, "--epochs", 2, "--batch-size", 4,
                      "--crop-size", 64, "--seed", 1)
     assert "best val mean IoU" in stdout
     return out
-
-
-@pytest.fixture(scope="module")
-def nuclei_root_module():
-    from pixelwise.demo import sample_root
-
-    return sample_root()
 
 
 def test_train_writes_checkpoints_history_and_curves(trained):
@@ -44,20 +37,20 @@ def test_train_writes_checkpoints_history_and_curves(trained):
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
 
 
-def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root_module, tmp_path):
+def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root, tmp_path):
     import shutil
 
     run = tmp_path / "resumed"
     shutil.copytree(trained, run)
-    stdout = run_cli("train", "--data", nuclei_root_module, "--out", run, "--epochs", 3, "--resume",
+    stdout = run_cli("train", "--data", nuclei_root, "--out", run, "--epochs", 3, "--resume",
                      "--batch-size", 4, "--crop-size", 64)
     assert "resuming from" in stdout and "after epoch 2" in stdout
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
-def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root_module, tmp_path):
-    stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root_module,
+def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root, tmp_path):
+    stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root,
                      "--json", tmp_path / "m.json", "--plot", tmp_path / "cm.png")
     assert "test split, 3 images" in stdout  # defaults to test when present
     assert "mean IoU" in stdout and "nucleus" in stdout
@@ -69,11 +62,11 @@ def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root_m
     assert Image.open(tmp_path / "cm.png").size[0] > 100
 
 
-def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_root_module, tmp_path):
+def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_root, tmp_path):
     odd = tmp_path / "in" / "odd.jpg"
     odd.parent.mkdir()
-    Image.open(nuclei_root_module / "images" / "tile_r0c0.png").convert("RGB").resize((97, 131)).save(odd)
-    run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent, nuclei_root_module / "images" / "tile_r1c1.png",
+    Image.open(nuclei_root / "images" / "tile_r0c0.png").convert("RGB").resize((97, 131)).save(odd)
+    run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent, nuclei_root / "images" / "tile_r1c1.png",
             "--out", tmp_path / "pred")
     for stem, size in (("odd", (97, 131)), ("tile_r1c1", (128, 128))):
         mask = Image.open(tmp_path / "pred" / f"{stem}.png")
@@ -82,11 +75,11 @@ def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_
         assert Image.open(tmp_path / "pred" / f"{stem}_overlay.png").size == size
 
 
-def test_python_api_predicts_from_path_pil_and_array(trained, nuclei_root_module):
+def test_python_api_predicts_from_path_pil_and_array(trained, nuclei_root):
     import pixelwise
 
     predictor = pixelwise.load(trained / "best.pt")
-    path = nuclei_root_module / "images" / "tile_r0c0.png"
+    path = nuclei_root / "images" / "tile_r0c0.png"
     from_path = predictor.predict(path)
     assert from_path.shape == (128, 128)
     assert (predictor.predict(Image.open(path)) == from_path).all()
@@ -137,8 +130,21 @@ def test_predict_refuses_to_overwrite_inputs_or_collide(trained, tmp_path, capsy
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a.png"]
 
 
-def test_train_refuses_to_replace_a_previous_run(trained, nuclei_root_module, capsys):
+def test_train_refuses_to_replace_a_previous_run(trained, nuclei_root, capsys):
     before = (trained / "last.pt").stat().st_mtime_ns
-    code = main(["train", "--data", str(nuclei_root_module), "--out", str(trained), "--epochs", "1"])
+    code = main(["train", "--data", str(nuclei_root), "--out", str(trained), "--epochs", "1"])
     assert code == 2 and "already holds a training run" in capsys.readouterr().err
     assert (trained / "last.pt").stat().st_mtime_ns == before
+
+
+def test_models_lists_every_model_and_explain_writes_figures(tmp_path, capsys):
+    assert main(["models", "--size", "64x96", "--classes", "3"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    import pixelwise
+
+    # every model appears: fcn_vanilla once, the others once per backbone
+    assert sorted(set(rows)) == pixelwise.list_models()
+    assert len(rows) == (len(pixelwise.list_models()) - 1) * len(pixelwise.list_backbones()) + 1
+    assert main(["explain", "upsampling", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bilinear.png", "max_unpooling.png", "nearest.png",
+                                                           "transposed_bilinear_init.png", "transposed_convolution.png"]

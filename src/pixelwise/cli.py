@@ -148,6 +148,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_models(args) -> None:
+    from pixelwise.models.encoders import ENCODERS
     from pixelwise.models.registry import DEFAULT_UPSAMPLE, create_model, list_backbones, list_models
     from pixelwise.models.summary import measure
 
@@ -159,10 +160,14 @@ def cmd_models(args) -> None:
         # fcn_vanilla uses no backbone: one row is enough
         for backbone in (["-"] if name == "fcn_vanilla" else list_backbones()):
             upsample = DEFAULT_UPSAMPLE[name]
-            if upsample == "unpool" and backbone != "vgg16":
-                upsample = "bilinear"  # unpooling needs max-pool indices, which only vgg16 records
-            model = create_model(name, backbone="vgg16" if backbone == "-" else backbone, num_classes=args.classes,
-                                 upsample=upsample, pretrained=False)
+            if upsample == "unpool" and not (backbone in ENCODERS and ENCODERS[backbone].has_pool_indices):
+                upsample = "bilinear"  # unpooling needs an encoder that records max-pool indices
+            try:
+                model = create_model(name, backbone="vgg16" if backbone == "-" else backbone,
+                                     num_classes=args.classes, upsample=upsample, pretrained=False)
+            except ValueError:  # e.g. an FCN-8s on an encoder that stops at stride 16
+                print(f"{name:<12} {backbone:<19} {'-':<11} {'(this backbone cannot serve this model)':>39}")
+                continue
             m = measure(model, size)
             print(f"{name:<12} {backbone:<19} {upsample:<11} {m['params'] / 1e6:>10.2f} {m['gflops']:>9.1f} "
                   f"{m['activation_mb']:>17.0f}", flush=True)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -108,8 +109,6 @@ def split_pairs(spec: DatasetSpec, log: Callable = print) -> tuple[list, list]:
 
 def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
     """Estimate decoded size from the first image's header (RGB + uint8 mask = 4 bytes a pixel)."""
-    from PIL import Image
-
     try:
         with Image.open(pairs[0][0]) as first:
             w, h = first.size
