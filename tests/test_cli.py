@@ -35,6 +35,21 @@ def test_train_writes_checkpoints_history_and_curves(trained):
     ckpt = torch.load(trained / "last.pt", weights_only=True)  # plain types only
     assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["epoch"] == 2
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
+    # --strategy auto (the default) measured the nuclei as small and unlike ImageNet, and recorded why
+    assert ckpt["config"]["strategy"] == "full"
+    advice = json.loads((trained / "advice.json").read_text())
+    assert advice["quadrant"] == "small-different" and advice["evidence"]["images"] == 10
+
+
+def test_val_every_validates_on_schedule_and_always_the_last_epoch(nuclei_root, tmp_path):
+    from pixelwise.api import train
+
+    logs = []
+    train(nuclei_root, tmp_path / "run", epochs=5, val_every=2, batch_size=4, crop_size=(64, 64),
+          strategy="head", log=logs.append)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 4, 5]  # the first to learn its cost, then every 2nd, and the last
+    assert not any("strategy auto" in line for line in logs)  # an explicit strategy is used as given
 
 
 def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root, tmp_path):

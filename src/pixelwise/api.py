@@ -17,13 +17,13 @@ __all__ = ["train", "evaluate", "load", "Predictor"]
 
 
 def train(data: str | Path, out: str | Path = "runs/train", resume: bool = False, overwrite: bool = False,
-          **options) -> dict:
+          log=print, **options) -> dict:
     """Train with `pixelwise train`'s defaults, overridden by keyword (see `TrainConfig`).
 
     >>> summary = train("my_data", out="runs/first", time_budget=10)
     """
     cfg = TrainConfig(data=str(data), out=str(out), **options)
-    return engine.fit(cfg, resume=resume, overwrite=overwrite)
+    return engine.fit(cfg, resume=resume, overwrite=overwrite, log=log)
 
 
 def default_split(splits) -> str:

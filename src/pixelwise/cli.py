@@ -1,4 +1,4 @@
-"""The `pixelwise` command: train | evaluate | predict | models | explain | demo."""
+"""The `pixelwise` command: train | advise | evaluate | predict | models | explain | demo."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="ImageNet-pretrained encoder (default: %(default)s)")
     p.add_argument("--upsample", default=d["upsample"], choices=MODES,
                    help="upsampling operator (default: the model's own: transposed for FCNs, unpool for segnet)")
+    p.add_argument("--freeze-upsample", action="store_true",
+                   help="keep transposed-convolution kernels at their bilinear initialisation")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                    help="start from random weights instead of ImageNet")
     p.add_argument("--backbone-weights", metavar="PATH", help="load the backbone's ImageNet weights from this file")
@@ -59,11 +61,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         help="total epochs, also when resuming (default: %(default)s)")
     budget.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many minutes, validation included; the schedule fits the budget")
+    p.add_argument("--val-every", type=int, default=d["val_every"], metavar="N",
+                   help="validate every N epochs; the last epoch always is (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT instead of refusing")
     p.add_argument("--init-from", metavar="CKPT", help="initialise matching weights from a checkpoint")
-    p.add_argument("--strategy", default=d["strategy"], choices=STRATEGIES,
-                   help="how much of the pretrained encoder retrains (default: %(default)s)")
+    p.add_argument("--strategy", default=d["strategy"], choices=("auto",) + STRATEGIES,
+                   help="how much of the pretrained encoder retrains; auto measures the data as `pixelwise advise` "
+                   "does and logs its pick (default: %(default)s)")
     p.add_argument("--trainable-stages", type=int, default=d["trainable_stages"], metavar="K",
                    help="encoder stages that train under --strategy last-k (default: %(default)s)")
     p.add_argument("--lr-ratio", type=float, default=d["lr_ratio"],
@@ -100,6 +105,16 @@ def cmd_train(args) -> None:
     summary = fit(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
     print(f"best val mean IoU {summary['best_mean_iou']:.4f} after {summary['epochs']} epochs "
           f"({summary['minutes']:.1f} min); checkpoint: {summary['best_checkpoint']}")
+
+
+def cmd_advise(args) -> None:
+    from pixelwise.training.advisor import advise, format_advice, write_advice
+
+    advice = advise(args.data, backbone=args.backbone, format=args.format, backbone_weights=args.backbone_weights)
+    print(format_advice(advice))
+    if args.json:
+        write_advice(advice, args.json)
+        print(f"\nwrote {args.json}")
 
 
 def cmd_evaluate(args) -> None:
@@ -197,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "pixelwise train --data data/camvid --out runs/camvid --time-budget 45")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("advise", help="measure a dataset and recommend how much of the backbone to retrain",
+                       description="Place the training split in the transfer-learning table (small or rich data, "
+                       "similar to or different from ImageNet) and recommend a --strategy. Size: images, labelled "
+                       "pixels per class, imbalance. Similarity: how far the dataset's activations sit from the "
+                       "ImageNet statistics held in the pretrained backbone's BatchNorm layers. "
+                       "Example: pixelwise advise --data data/camvid --json advice.json")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--format", default="auto", choices=("auto", "camvid", "voc", "folder"), help="dataset layout")
+    p.add_argument("--backbone", default=DEFAULTS["backbone"],
+                   help="pretrained backbone whose statistics are compared (default: %(default)s)")
+    p.add_argument("--backbone-weights", metavar="PATH", help="load the backbone's ImageNet weights from this file")
+    p.add_argument("--json", metavar="OUT", help="also write {quadrant, strategy, reasons, evidence} here")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
                        description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "

@@ -12,13 +12,15 @@ class TrainConfig:
     model: str = "fcn8s"
     backbone: str = "efficientnet_lite0"
     upsample: str | None = None  # None: the architecture's own (transposed for FCNs, unpool for SegNet)
+    freeze_upsample: bool = False  # transposed kernels stay bilinear
     pretrained: bool = True
     backbone_weights: str | None = None
-    strategy: str = "full"  # how much of the encoder retrains: head | last-k | full | scratch | progressive
+    strategy: str = "auto"  # auto (measured by the advisor) | head | last-k | full | scratch | progressive
     trainable_stages: int = 2  # encoder stages that train under last-k
     lr_ratio: float = 1.0  # under full, each earlier encoder stage learns at this fraction of the next one's rate
     epochs: int = 80  # ignored when time_budget is set: then the budget alone ends training
     time_budget: float | None = None  # minutes, validation included
+    val_every: int = 1  # epochs between validations (the last epoch is always validated)
     batch_size: int = 8
     lr: float = 1e-3  # AdamW; peak after warm-up, then poly decay to 0 at the end of the budget
     weight_decay: float = 1e-4

@@ -43,3 +43,21 @@ def test_nearest_2x_worked_example():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     out = Upsample(1, 2, "nearest")(x, (4, 4))
     assert out[0, 0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+
+
+def test_freeze_upsample_keeps_every_transposed_kernel_bilinear_through_training():
+    import pixelwise
+
+    torch.manual_seed(0)
+    model = pixelwise.create_model("fcn8s", backbone="efficientnet_lite0", num_classes=3, upsample="transposed",
+                                   pretrained=False, freeze_upsample=True)
+    kernels = [m.conv.weight for m in model.modules() if isinstance(m, Upsample) and hasattr(m, "conv")]
+    assert len(kernels) == 3  # 32->16, 16->8 and the final 8x
+    before = [k.clone() for k in kernels]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.rand(2, 3, 64, 64)).logsumexp(1).mean().backward()
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, kernels))
+    assert torch.equal(kernels[-1][0, 0], bilinear_kernel(16))
+    with pytest.raises(ValueError, match="transposed upsampling only"):
+        pixelwise.create_model("fcn8s", num_classes=3, upsample="bilinear", pretrained=False, freeze_upsample=True)

@@ -13,7 +13,7 @@ from pixelwise.models.base import SegmentationModel
 from pixelwise.models.encdec import SegNetDecoder, UNetDecoder
 from pixelwise.models.encoders import ENCODERS, PlainEncoder, create_encoder
 from pixelwise.models.fcn import FCNDecoder
-from pixelwise.models.upsample import MODES, Upsample
+from pixelwise.models.upsample import MODES, Upsample, freeze_transposed
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 DEFAULT_UPSAMPLE: dict[str, str] = {}
@@ -38,15 +38,22 @@ def list_backbones() -> list[str]:
 
 
 def create_model(name: str, *, backbone: str = "efficientnet_lite0", num_classes: int, upsample: str | None = None,
-                 pretrained: bool = True, backbone_weights: str | None = None) -> SegmentationModel:
+                 pretrained: bool = True, backbone_weights: str | None = None,
+                 freeze_upsample: bool = False) -> SegmentationModel:
     """Build a registered architecture, e.g. `create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11)`.
-    `upsample=None` takes the architecture's own default (transposed for FCNs, unpool for SegNet...)."""
+    `upsample=None` takes the architecture's own default (transposed for FCNs, unpool for SegNet...);
+    `freeze_upsample=True` keeps transposed-convolution kernels at their bilinear initialisation."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
     upsample = upsample or DEFAULT_UPSAMPLE[name]
     if upsample not in MODES:
         raise ValueError(f"unknown upsampling mode {upsample!r}; choose one of {', '.join(MODES)}")
-    return MODELS[name](backbone, num_classes, upsample, pretrained, backbone_weights)
+    if freeze_upsample and upsample != "transposed":
+        raise ValueError(f"freeze_upsample applies to transposed upsampling only; {upsample} has no kernel to freeze")
+    model = MODELS[name](backbone, num_classes, upsample, pretrained, backbone_weights)
+    if freeze_upsample:
+        freeze_transposed(model)
+    return model
 
 
 def final_upsample(num_classes: int, stride: int, upsample: str) -> Upsample:

@@ -83,3 +83,12 @@ class Upsample(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, factor={self.factor}"
+
+
+def freeze_transposed(model: nn.Module) -> int:
+    """Keep every transposed-convolution kernel in `model` at its bilinear initialisation
+    (learned upsampling becomes fixed bilinear, as in the SegNet paper's variant). -> kernels frozen."""
+    kernels = [m.conv.weight for m in model.modules() if isinstance(m, Upsample) and hasattr(m, "conv")]
+    for weight in kernels:
+        weight.requires_grad_(False)
+    return len(kernels)

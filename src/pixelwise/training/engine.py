@@ -10,6 +10,7 @@ import json
 import random
 import zlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +27,7 @@ from pixelwise.data.formats import DatasetSpec, hash_split, load_spec
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.registry import create_model
-from pixelwise.training import strategies
+from pixelwise.training import advisor, strategies
 from pixelwise.training.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.metrics import ConfusionMatrix
@@ -208,7 +209,7 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     model = create_model(cfg.model, backbone=cfg.backbone, num_classes=num_classes, upsample=cfg.upsample,
                          pretrained=cfg.pretrained and cfg.strategy != "scratch",
-                         backbone_weights=cfg.backbone_weights)
+                         backbone_weights=cfg.backbone_weights, freeze_upsample=cfg.freeze_upsample)
     if cfg.init_from:
         source = load_checkpoint(cfg.init_from)["model"]
         own = model.state_dict()
@@ -244,6 +245,25 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
     return spec, train_set, val_set, loader, loss_fn
 
 
+def resolve_strategy(cfg: TrainConfig, out: Path, resume: bool, log: Callable[[str], None]) -> TrainConfig:
+    """`auto` becomes the advisor's pick (written to out/advice.json); a resumed run keeps its own."""
+    if cfg.strategy != "auto":
+        return cfg
+    if resume and (out / "last.pt").is_file():
+        return replace(cfg, strategy=load_checkpoint(out / "last.pt")["config"]["strategy"])
+    if not (cfg.pretrained or cfg.backbone_weights):
+        log("strategy auto: no pretrained weights to transfer, so every layer trains from scratch")
+        return replace(cfg, strategy="scratch")
+    try:
+        advice = advisor.advise(cfg.data, cfg.backbone, cfg.format, cfg.backbone_weights, log=log)
+    except PixelwiseError as error:
+        log(f"strategy auto: the advisor cannot measure this backbone ({error}); training everything (full)")
+        return replace(cfg, strategy="full")
+    advisor.write_advice(advice, out / "advice.json")
+    log(f"strategy auto: {advice.summary()} ({out / 'advice.json'})")
+    return replace(cfg, strategy=advice.strategy)
+
+
 def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = None,
         log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
     """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
@@ -259,6 +279,8 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
         raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
                              "replace it with --overwrite, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        cfg = resolve_strategy(cfg, out, resume, log)
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
 
@@ -311,6 +333,12 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
         stats = train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at, base_lrs,
                                 cfg.warmup, deadline, desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
+        # validate every val_every epochs, always the first (to learn its cost) and the last
+        last = epoch + 1 == total_epochs or (budget_s and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s)
+        if (epoch + 1 - start_epoch) % cfg.val_every and not last and val_s:
+            log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  {stats['images_per_s']:.1f} img/s  "
+                f"{(time.time() - t0) / 60:.1f} min")
+            continue
         v0 = time.time()
         scores = evaluate(model, val_set, device, dtype, cfg.batch_size, cfg.infer_scale).compute(spec.class_names)
         val_s = time.time() - v0
