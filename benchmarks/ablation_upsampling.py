@@ -38,7 +38,7 @@ def main() -> None:
     results = {}
     for mode in args.modes.split(","):
         cfg = TrainConfig(data=args.data, out=str(Path(args.out) / mode), model=args.model, backbone=args.backbone,
-                          upsample=mode, pretrained=args.pretrained, time_budget=args.minutes,
+                          upsample=mode, pretrained=args.pretrained, time_budget=args.minutes, strategy="full",
                           infer_scale=args.infer_scale, scale_range=scale_range)
         results[mode] = {**train_and_score(cfg), "paper_segnet_mean_iou": PAPER.get(mode)}
         print(json.dumps({mode: results[mode]}), flush=True)

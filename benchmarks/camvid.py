@@ -53,10 +53,8 @@ class PeerUnet(nn.Module):
 def score_peer(model, cfg: TrainConfig, checkpoint: Path) -> dict:
     spec = load_spec(cfg.data)
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    device = engine.resolve_device(cfg.device)
-    dtype = engine.resolve_precision(cfg.precision, device)
+    model, device, dtype = engine.inference_setup(model, cfg.device, cfg.precision)
     val = SegmentationDataset(spec.split("val"), spec.num_classes, spec.ignore_index)
-    model = engine.prepare_model(model, device, dtype)
     return engine.evaluate(model, val, device, dtype, scale=cfg.infer_scale).compute(spec.class_names)
 
 

@@ -26,9 +26,7 @@ def machine() -> str:
 @torch.no_grad()
 def latency_ms(model: torch.nn.Module, size=(360, 480), runs: int = 10) -> float:
     """Median wall time of one forward pass on one image, with the precision training used."""
-    device = torch.device("cpu")
-    dtype = engine.resolve_precision("auto", device)
-    model = engine.prepare_model(model, device, dtype).eval()
+    model, device, dtype = engine.inference_setup(model, "cpu")
     x = torch.rand(1, 3, *size)
     times = []
     for i in range(runs + 2):

@@ -30,7 +30,7 @@ def main() -> None:
     results, previous = {}, None
     for name in ("fcn32s", "fcn16s", "fcn8s"):
         cfg = TrainConfig(data=args.data, out=str(Path(args.out) / name), model=name, backbone=args.backbone,
-                          time_budget=args.minutes, init_from=previous if args.staged else None)
+                          time_budget=args.minutes, strategy="full", init_from=previous if args.staged else None)
         results[name] = {**train_and_score(cfg), "paper_voc_mean_iou": PAPER[name]}
         previous = str(Path(cfg.out) / "best.pt")
         print(json.dumps({name: results[name]}), flush=True)

@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--minutes-camvid", type=float, default=1.5, help="budget per CamVid run (default: 1.5)")
-    parser.add_argument("--minutes-small", type=float, default=0.5,
-                        help="budget per nuclei/textures run (default: 0.5)")
+    parser.add_argument("--minutes-small", type=float, default=0.4,
+                        help="budget per nuclei/textures run (default: 0.4)")
     parser.add_argument("--camvid", default=str(CAMVID))
     parser.add_argument("--out", default="runs/transfer")
     args = parser.parse_args()
@@ -162,7 +162,7 @@ def main() -> None:
         cells_text = " ".join(f"{100 * v['mean']:>6.1f} ±{100 * v['spread'] / 2:>4.1f}{'*' if s == r['best'] else ' '}"
                               for s, v in r["strategies"].items())
         print(f"{setting:<13} {r['quadrant']:<16} {cells_text}   {r['advisor_pick']:<12} "
-              f"{'yes' if r['pick_within_spread_of_best'] else 'NO'}")
+              f"{ {True: 'yes', False: 'NO', None: '-'}[r['pick_within_spread_of_best']]}")
     hits = sum(bool(r["pick_within_spread_of_best"]) for r in report.values())
     print(json.dumps({"benchmark": "transfer", "machine": machine(), "model": "fcn8s/efficientnet_lite0",
                       "metric": "val mean IoU of the final epoch", "paper_fcn_voc": PAPER,

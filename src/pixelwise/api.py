@@ -46,9 +46,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
         raise PixelwiseError(f"{data}: dataset has {spec.num_classes} classes but checkpoint {checkpoint} was "
                              f"trained on {len(class_names)} ({', '.join(class_names)})")
     dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
-    device_ = engine.resolve_device(device)
-    dtype = engine.resolve_precision(precision, device_)
-    model = engine.prepare_model(model_from_checkpoint(ckpt), device_, dtype)
+    model, device_, dtype = engine.inference_setup(model_from_checkpoint(ckpt), device, precision)
     scale = TrainConfig.from_dict(ckpt["config"]).infer_scale
     matrix = engine.evaluate(model, dataset, device_, dtype, scale=scale, desc=f"evaluate {split}")
     metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),

@@ -13,11 +13,14 @@ from PIL import Image
 
 TEXTURE_CLASSES = ("coarse", "fine", "horizontal", "vertical")
 # (centre frequency in cycles per pixel, orientation in degrees or None for isotropic)
-_BANDS = {"coarse": (0.04, None), "fine": (0.30, None), "horizontal": (0.12, 90.0), "vertical": (0.12, 0.0)}
+# Neighbouring bands overlap and every region gets its own contrast, so that no single grey-level
+# statistic gives the class away: telling them apart takes features that see a neighbourhood.
+_BANDS = {"coarse": (0.07, None), "fine": (0.14, None), "horizontal": (0.10, 90.0), "vertical": (0.10, 0.0)}
 
 
 def texture(kind: str, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise band-passed around the kind's frequency (and orientation), scaled to 0..1."""
+    """Gaussian noise band-passed around the kind's frequency (and orientation), at a random
+    contrast and brightness, in 0..1."""
     h, w = size
     fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
     radius = np.hypot(fy, fx)
@@ -26,10 +29,10 @@ def texture(kind: str, size: tuple[int, int], rng: np.random.Generator) -> np.nd
     if angle is not None:  # keep frequencies pointing along the orientation
         theta = np.deg2rad(angle)
         along = np.abs(fx * np.cos(theta) + fy * np.sin(theta)) / np.maximum(radius, 1e-9)
-        gain *= along ** 8
+        gain *= along ** 2
     field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((h, w))) * gain).real
     field = (field - field.mean()) / (field.std() + 1e-9)
-    return np.clip(0.5 + 0.18 * field, 0, 1)
+    return np.clip(rng.uniform(0.35, 0.65) + rng.uniform(0.06, 0.2) * field, 0, 1)
 
 
 def texture_sample(size: tuple[int, int], rng: np.random.Generator, regions: int = 6):

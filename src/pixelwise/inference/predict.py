@@ -11,7 +11,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, to_rgb_array, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
-from pixelwise.training.engine import predict_logits, prepare_model, resolve_device, resolve_precision
+from pixelwise.training.engine import inference_setup, predict_logits
 
 
 class Predictor:
@@ -19,9 +19,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, class_names, palette, ignore_index: int,
                  device: str = "auto", precision: str = "auto", scale: float = 1.0):
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
-        self.model = prepare_model(model, self.device, self.dtype).eval()
+        self.model, self.device, self.dtype = inference_setup(model, device, precision)
         self.class_names = list(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)
         self.ignore_index = ignore_index

@@ -78,6 +78,13 @@ def prepare_model(model: torch.nn.Module, device: torch.device, dtype: torch.dty
     return model.to(memory_format=torch.channels_last) if dtype is not None else model
 
 
+def inference_setup(model: torch.nn.Module, device: str = "auto", precision: str = "auto"):
+    """-> (model on the device in eval mode, device, autocast dtype or None), for evaluation and prediction."""
+    device_ = resolve_device(device)
+    dtype = resolve_precision(precision, device_)
+    return prepare_model(model, device_, dtype).eval(), device_, dtype
+
+
 def to_device(images: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if dtype is not None else images
