@@ -81,7 +81,8 @@ def main() -> None:
     t = time.time()
     summary = engine.fit(cfg, overwrite=True)  # benchmark runs replace their own earlier output
     metrics = evaluate(out / "pixelwise" / "best.pt", args.data, split="val")
-    result["pixelwise"] = {"model": f"{cfg.model}/{cfg.backbone}", **summarise(metrics, summary)}
+    strategy = load_checkpoint(out / "pixelwise" / "best.pt")["config"]["strategy"]  # what --strategy auto chose
+    result["pixelwise"] = {"model": f"{cfg.model}/{cfg.backbone}", "strategy": strategy, **summarise(metrics, summary)}
     fp32 = evaluate(out / "pixelwise" / "best.pt", args.data, split="val", precision="fp32",
                     plot_path=out / "pixelwise" / "confusion_val_fp32.png")
     result["pixelwise"]["val_mean_iou_fp32_inference"] = round(fp32["mean_iou"], 4)

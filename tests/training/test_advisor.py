@@ -38,8 +38,8 @@ def test_moment_shift_is_zero_at_imagenet_statistics_and_one_per_standard_deviat
 
 
 @pytest.mark.parametrize("images, shift, quadrant, strategy", [
-    (10, 0.2, "small-similar", "head"),
-    (advisor.RICH_IMAGES - 1, advisor.SHIFT_THRESHOLD, "small-similar", "head"),
+    (10, 0.2, "small-similar", "last-k"),  # the textbook's head-only training measured 4.5 points worse
+    (advisor.RICH_IMAGES - 1, advisor.SHIFT_THRESHOLD, "small-similar", "last-k"),
     (advisor.RICH_IMAGES, 0.2, "rich-similar", "last-k"),
     (10, advisor.SHIFT_THRESHOLD + 0.01, "small-different", "full"),
     (5000, 0.9, "rich-different", "full"),
