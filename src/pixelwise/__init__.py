@@ -2,6 +2,7 @@
 
     import pixelwise
     model = pixelwise.create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11)
+    advice = pixelwise.advise("data/camvid")        # quadrant, strategy, reasons, evidence
     summary = pixelwise.train("data/camvid", out="runs/camvid", time_budget=45)
     scores = pixelwise.evaluate("runs/camvid/best.pt", "data/camvid", split="val")
     mask = pixelwise.load("runs/camvid/best.pt").predict("street.jpg")   # HxW class indices
@@ -10,7 +11,8 @@ from pixelwise.api import evaluate, load, train
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predict import Predictor
 from pixelwise.models.registry import create_model, list_backbones, list_models
+from pixelwise.training.advisor import advise
 
-__all__ = ["create_model", "list_models", "list_backbones", "train", "evaluate", "load", "Predictor",
+__all__ = ["create_model", "list_models", "list_backbones", "advise", "train", "evaluate", "load", "Predictor",
            "PixelwiseError", "DataError"]
 __version__ = "0.1.0"

@@ -92,6 +92,9 @@ def test_size_evidence_counts_pixels_per_class_and_imbalance(tmp_path):
     assert e["labelled_pixels"] == 3 * 32 * 32
     assert e["imbalance"] == pytest.approx(counts[counts > 0].max() / counts[counts > 0].min())
     assert set(advice.to_dict()) == {"quadrant", "strategy", "reasons", "evidence"}
+    import pixelwise
+
+    assert pixelwise.advise is advisor.advise  # part of the public API
 
 
 def test_advise_command_prints_the_quadrant_and_writes_json(tmp_path, nuclei_root, capsys):
