@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -166,3 +167,21 @@ def load_spec(root: str | Path, format: str = "auto") -> DatasetSpec:
         raise DataError(f"{root}: no usable image in this {fmt} dataset (looked for "
                         f"{', '.join(IMAGE_SUFFIXES)} files with masks)")
     return spec
+
+
+def split_pairs(spec: DatasetSpec, log: Callable[[str], None] = print) -> tuple[list, list]:
+    """-> (train pairs, val pairs): the val split if there is one, else ~10% of train held out by name hash."""
+    if "train" not in spec.splits:
+        raise DataError(f"{spec.root}: no training images (no 'train' split) in this {spec.format} dataset")
+    train = spec.splits["train"]
+    if "val" in spec.splits:
+        return train, spec.splits["val"]
+    if len(train) < 2:
+        raise DataError(f"{spec.root}: no validation split and only {len(train)} training image; "
+                             "add images or a val split")
+    val = [p for p in train if hash_split(p[0].stem) == "val"]
+    if not val:  # tiny dataset: the hash picked none, so hold out the one with the lowest hash
+        val = [min(train, key=lambda p: zlib.crc32(p[0].stem.encode()))]
+    train = [p for p in train if p not in val]
+    log(f"no val split: holding out {len(val)} of {len(val) + len(train)} training images by name hash")
+    return train, val

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import load_spec
+from pixelwise.data.formats import load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.encoders import create_encoder
@@ -168,8 +168,6 @@ def decide(images: int, shift: float) -> tuple[str, str, str]:
 def advise(data: str | Path, backbone: str = "efficientnet_lite0", format: str = "auto",
            backbone_weights: str | None = None, log: Callable[[str], None] = print) -> Advice:
     """Measure the training split of `data` on both axes. -> Advice (quadrant, strategy, evidence)."""
-    from pixelwise.training.engine import split_pairs  # the engine imports this module for --strategy auto
-
     spec = load_spec(data, format)
     train_pairs, _ = split_pairs(spec, log=lambda message: None)
     dataset = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index).preload("reading train")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import zlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import DatasetSpec, hash_split, load_spec
+from pixelwise.data.formats import load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.registry import create_model
@@ -96,23 +95,6 @@ def clamp_crop(crop_size, dataset: SegmentationDataset) -> tuple[int, int]:
     """Never crop larger than the smallest image: padding small images up wastes compute."""
     heights, widths = zip(*(dataset.load(i)[0].shape[:2] for i in range(len(dataset))))
     return min(crop_size[0], min(heights)), min(crop_size[1], min(widths))
-
-
-def split_pairs(spec: DatasetSpec, log: Callable = print) -> tuple[list, list]:
-    if "train" not in spec.splits:
-        raise PixelwiseError(f"{spec.root}: no training images (no 'train' split) in this {spec.format} dataset")
-    train = spec.splits["train"]
-    if "val" in spec.splits:
-        return train, spec.splits["val"]
-    if len(train) < 2:
-        raise PixelwiseError(f"{spec.root}: no validation split and only {len(train)} training image; "
-                             "add images or a val split")
-    val = [p for p in train if hash_split(p[0].stem) == "val"]
-    if not val:  # tiny dataset: the hash picked none, so hold out the one with the lowest hash
-        val = [min(train, key=lambda p: zlib.crc32(p[0].stem.encode()))]
-    train = [p for p in train if p not in val]
-    log(f"no val split: holding out {len(val)} of {len(val) + len(train)} training images by name hash")
-    return train, val
 
 
 def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
@@ -322,10 +304,12 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     steps_per_epoch = len(loader)
     # A time budget replaces the epoch count: training runs until the budget is spent.
     total_epochs = 10**6 if budget_s else cfg.epochs
+    def budget_spent() -> bool:  # too little left for a useful (partial) epoch and its validation
+        return bool(budget_s) and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s
+
     for epoch in range(start_epoch, total_epochs):
-        elapsed = time.time() - t0
-        if budget_s and budget_s - elapsed < val_s + 0.25 * epoch_s:  # too little left for a useful (partial) epoch
-            log(f"time budget reached: stopping after epoch {epoch} ({elapsed / 60:.1f} min)")
+        if budget_spent():
+            log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - t0) / 60:.1f} min)")
             break
 
         def progress_at(step: int, epoch=epoch) -> float:
@@ -341,7 +325,7 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
                                 cfg.warmup, deadline, desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
         # validate every val_every epochs, always the first (to learn its cost) and the last
-        last = epoch + 1 == total_epochs or (budget_s and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s)
+        last = epoch + 1 == total_epochs or budget_spent()
         if (epoch + 1 - start_epoch) % cfg.val_every and not last and val_s:
             log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  {stats['images_per_s']:.1f} img/s  "
                 f"{(time.time() - t0) / 60:.1f} min")
