@@ -26,7 +26,8 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
 from pixelwise.models import weights
 from pixelwise.training import engine
-from pixelwise.training.checkpoint import load_checkpoint
+from pixelwise.runtime import inference_setup
+from pixelwise.checkpoint import load_checkpoint
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
@@ -53,7 +54,7 @@ class PeerUnet(nn.Module):
 def score_peer(model, cfg: TrainConfig, checkpoint: Path) -> dict:
     spec = load_spec(cfg.data)
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    model, device, dtype = engine.inference_setup(model, cfg.device, cfg.precision)
+    model, device, dtype = inference_setup(model, cfg.device, cfg.precision)
     val = SegmentationDataset(spec.split("val"), spec.num_classes, spec.ignore_index)
     return engine.evaluate(model, val, device, dtype, scale=cfg.infer_scale).compute(spec.class_names)
 

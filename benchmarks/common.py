@@ -12,7 +12,8 @@ from pixelwise.api import evaluate
 from pixelwise.config import TrainConfig
 from pixelwise.models.summary import count_parameters
 from pixelwise.training import engine
-from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
+from pixelwise.runtime import inference_setup, predict_logits
+from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
@@ -26,12 +27,12 @@ def machine() -> str:
 @torch.no_grad()
 def latency_ms(model: torch.nn.Module, size=(360, 480), runs: int = 10) -> float:
     """Median wall time of one forward pass on one image, with the precision training used."""
-    model, device, dtype = engine.inference_setup(model, "cpu")
+    model, device, dtype = inference_setup(model, "cpu")
     x = torch.rand(1, 3, *size)
     times = []
     for i in range(runs + 2):
         t = time.perf_counter()
-        engine.predict_logits(model, x, device, dtype)
+        predict_logits(model, x, device, dtype)
         if i >= 2:  # the first calls pick kernels
             times.append(time.perf_counter() - t)
     return 1000 * statistics.median(times)

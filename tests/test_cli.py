@@ -33,7 +33,7 @@ def test_train_writes_checkpoints_history_and_curves(trained):
     history = json.loads((trained / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     ckpt = torch.load(trained / "last.pt", weights_only=True)  # plain types only
-    assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["epoch"] == 2
+    assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["state"]["epoch"] == 2
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
     # --strategy auto (the default) measured the nuclei as small and unlike ImageNet, and recorded why
     assert ckpt["config"]["strategy"] == "full"

@@ -6,13 +6,27 @@
     summary = pixelwise.train("data/camvid", out="runs/camvid", time_budget=45)
     scores = pixelwise.evaluate("runs/camvid/best.pt", "data/camvid", split="val")
     mask = pixelwise.load("runs/camvid/best.pt").predict("street.jpg")   # HxW class indices
+
+Importing pixelwise loads the models and the predictor only: the trainer, the advisor and matplotlib
+load on first use of `train`, `evaluate` or `advise`, and nothing global (such as matplotlib's
+backend) changes.
 """
-from pixelwise.api import evaluate, load, train
 from pixelwise.errors import DataError, PixelwiseError
-from pixelwise.inference.predict import Predictor
+from pixelwise.inference.predict import Predictor, load
 from pixelwise.models.registry import create_model, list_backbones, list_models
-from pixelwise.training.advisor import advise
 
 __all__ = ["create_model", "list_models", "list_backbones", "advise", "train", "evaluate", "load", "Predictor",
            "PixelwiseError", "DataError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in ("train", "evaluate"):
+        from pixelwise import api
+
+        return getattr(api, name)
+    if name == "advise":
+        from pixelwise.training.advisor import advise
+
+        return advise
+    raise AttributeError(f"module 'pixelwise' has no attribute {name!r}")

@@ -9,14 +9,15 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.predict import Predictor, load
+from pixelwise.checkpoint import class_differences, load_checkpoint, model_from_checkpoint
+from pixelwise.runtime import inference_setup
 from pixelwise.training import engine
-from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.training.plots import plot_confusion
 
 __all__ = ["train", "evaluate", "load", "Predictor"]
 
 
-def train(data: str | Path, out: str | Path = "runs/train", resume: bool = False, overwrite: bool = False,
+def train(data: str | Path, out: str | Path = "runs/train", resume: bool | str = False, overwrite: bool = False,
           log=print, **options) -> dict:
     """Train with `pixelwise train`'s defaults, overridden by keyword (see `TrainConfig`).
 
@@ -42,11 +43,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     spec = load_spec(data, format)
     split = split or default_split(spec.splits)
     class_names = ckpt["class_names"]
-    if spec.num_classes != len(class_names):
-        raise PixelwiseError(f"{data}: dataset has {spec.num_classes} classes but checkpoint {checkpoint} was "
-                             f"trained on {len(class_names)} ({', '.join(class_names)})")
+    diffs = class_differences(class_names, spec.class_names)
+    if diffs:
+        raise PixelwiseError(f"checkpoint {checkpoint} was trained on other classes than {data} holds:\n  - "
+                             + "\n  - ".join(diffs))
     dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
-    model, device_, dtype = engine.inference_setup(model_from_checkpoint(ckpt), device, precision)
+    model, device_, dtype = inference_setup(model_from_checkpoint(ckpt), device, precision)
     scale = TrainConfig.from_dict(ckpt["config"]).infer_scale
     matrix = engine.evaluate(model, dataset, device_, dtype, scale=scale, desc=f"evaluate {split}")
     metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),

@@ -25,6 +25,16 @@ def size_pair(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def float_pair(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(p) for p in text.split(","))
@@ -61,9 +71,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         help="total epochs, also when resuming (default: %(default)s)")
     budget.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many minutes, validation included; the schedule fits the budget")
-    p.add_argument("--val-every", type=int, default=d["val_every"], metavar="N",
+    p.add_argument("--val-every", type=positive_int, default=d["val_every"], metavar="N",
                    help="validate every N epochs; the last epoch always is (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=("auto", True), metavar="auto",
+                   help="continue OUT/last.pt exactly where it stopped (epoch, optimizer, schedule, random "
+                   "streams); `--resume auto` continues a run if OUT holds one and starts one if not, so a "
+                   "scheduler can rerun the same command")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels and no clock in the schedule (needs --epochs): a run killed and "
+                   "resumed ends with bit-identical weights to an uninterrupted one")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT instead of refusing")
     p.add_argument("--init-from", metavar="CKPT", help="initialise matching weights from a checkpoint")
     p.add_argument("--strategy", default=d["strategy"], choices=("auto",) + STRATEGIES,

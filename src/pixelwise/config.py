@@ -34,6 +34,7 @@ class TrainConfig:
     workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores
     device: str = "auto"
     seed: int = 0
+    deterministic: bool = False  # deterministic kernels: a killed and resumed run ends bit-identical
     init_from: str | None = None
 
     def to_dict(self) -> dict:

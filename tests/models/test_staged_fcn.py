@@ -3,7 +3,7 @@ import torch
 
 import pixelwise
 from pixelwise.config import TrainConfig
-from pixelwise.training.checkpoint import save_checkpoint
+from pixelwise.checkpoint import save_checkpoint
 from pixelwise.training.engine import build_model
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 from pixelwise.config import TrainConfig
 from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, to_rgb_array, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
-from pixelwise.training.checkpoint import load_checkpoint, model_from_checkpoint
-from pixelwise.training.engine import inference_setup, predict_logits
+from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
+from pixelwise.runtime import inference_setup, predict_logits
 
 
 class Predictor:

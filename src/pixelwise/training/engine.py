@@ -5,88 +5,31 @@ then per epoch: evaluate -> confusion matrix -> checkpoint -> curves.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pixelwise.checkpoint import class_differences, config_differences, load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import load_spec, split_pairs
+from pixelwise.data.formats import DatasetSpec, load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.registry import create_model
+from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_device, resolve_precision, to_device
 from pixelwise.training import advisor, strategies
-from pixelwise.training.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_curves
-
-
-# ---------------------------------------------------------------- device and precision
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PixelwiseError("--device cuda was asked for, but no CUDA GPU is visible; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise PixelwiseError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls (AVX512-BF16/AMX). Without them bf16 autocast is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """-> autocast dtype, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision not in ("auto", "bf16"):
-        raise PixelwiseError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if (precision == "bf16" or cpu_has_bf16()) else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def prepare_model(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
-    model = model.to(device)
-    # channels_last lets oneDNN pick its fast bf16 convolution kernels; it is what makes
-    # autocast pay off on CPU.
-    return model.to(memory_format=torch.channels_last) if dtype is not None else model
-
-
-def inference_setup(model: torch.nn.Module, device: str = "auto", precision: str = "auto"):
-    """-> (model on the device in eval mode, device, autocast dtype or None), for evaluation and prediction."""
-    device_ = resolve_device(device)
-    dtype = resolve_precision(precision, device_)
-    return prepare_model(model, device_, dtype).eval(), device_, dtype
-
-
-def to_device(images: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if dtype is not None else images
 
 
 # ---------------------------------------------------------------- data
@@ -118,8 +61,13 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 # ---------------------------------------------------------------- one epoch, one evaluation
 
+class Diverged(PixelwiseError):
+    """The loss became NaN or infinite: the weights of this step are not worth saving."""
+
+
 def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at: Callable[[int], float],
-                    base_lrs: list[float], warmup: float, deadline: float | None = None, desc: str = "train") -> dict:
+                    base_lrs: list[float], warmup: float, deadline: float | None = None, desc: str = "train",
+                    epoch: int = 0) -> dict:
     """One pass over `loader`. `progress_at(step)` gives the schedule position in 0..1;
     training stops early once `deadline` (time.time()) passes."""
     model.train()
@@ -135,7 +83,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_a
             logits = model(image)
         loss = loss_fn(logits.float(), target)
         if not torch.isfinite(loss):
-            raise PixelwiseError(f"training diverged (loss {loss.item()}); lower --lr (now {base_lrs[0]:g})")
+            bar.close()
+            raise Diverged(f"training diverged in epoch {epoch}, step {step + 1} (loss {loss.item()}); "
+                           f"lower --lr (now {base_lrs[0]:g}), e.g. --lr {base_lrs[0] / 10:g}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -148,24 +98,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_a
             break
     bar.close()
     seconds = time.time() - start
-    return {"loss": total_loss / max(images, 1), "images": images, "seconds": seconds,
+    return {"loss": total_loss / max(images, 1), "images": images, "steps": steps, "seconds": seconds,
             "images_per_s": images / max(seconds, 1e-9)}
-
-
-@torch.no_grad()
-def predict_logits(model, images: torch.Tensor, device, dtype, scale: float = 1.0) -> torch.Tensor:
-    """(N, 3, H, W) in 0..1 -> (N, C, H, W) float logits. With `scale` != 1 the network sees the
-    images resized by that factor (thin objects cover more pixels at stride 8) and its logits
-    are resized back, so the output always matches the input."""
-    size = images.shape[-2:]
-    if scale != 1.0:
-        images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False,
-                               antialias=scale < 1)
-    with autocast(device, dtype):
-        logits = model(to_device(images, device, dtype)).float()
-    if logits.shape[-2:] != size:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return logits
 
 
 @torch.no_grad()
@@ -234,12 +168,10 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
     return spec, train_set, val_set, loader, loss_fn
 
 
-def resolve_strategy(cfg: TrainConfig, out: Path, resume: bool, log: Callable[[str], None]) -> TrainConfig:
-    """`auto` becomes the advisor's pick (written to out/advice.json); a resumed run keeps its own."""
+def resolve_strategy(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> TrainConfig:
+    """`auto` becomes the advisor's pick, written to out/advice.json."""
     if cfg.strategy != "auto":
         return cfg
-    if resume and (out / "last.pt").is_file():
-        return replace(cfg, strategy=load_checkpoint(out / "last.pt")["config"]["strategy"])
     if not (cfg.pretrained or cfg.backbone_weights):
         log("strategy auto: no pretrained weights to transfer, so every layer trains from scratch")
         return replace(cfg, strategy="scratch")
@@ -253,27 +185,120 @@ def resolve_strategy(cfg: TrainConfig, out: Path, resume: bool, log: Callable[[s
     return replace(cfg, strategy=advice.strategy)
 
 
-def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = None,
-        log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
-    """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
+# ---------------------------------------------------------------- the state a checkpoint restores
 
-    `model` overrides the registry (benchmarks train peers through the same loop).
-    Returns a summary dict with the best validation mean IoU.
+def capture_rng(loader_generator: torch.Generator) -> dict:
+    """Every random stream training draws from, as plain types and tensors (weights_only-loadable)."""
+    numpy_state = np.random.get_state(legacy=False)
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "loader": loader_generator.get_state(),
+             "numpy": {"bit_generator": numpy_state["bit_generator"], "key": numpy_state["state"]["key"].tolist(),
+                       "pos": numpy_state["state"]["pos"], "has_gauss": numpy_state["has_gauss"],
+                       "gauss": numpy_state["gauss"]}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, loader_generator: torch.Generator) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    torch.set_rng_state(state["torch"])
+    loader_generator.set_state(state["loader"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"], "has_gauss": n["has_gauss"], "gauss": n["gauss"],
+                         "state": {"key": np.asarray(n["key"], dtype=np.uint32), "pos": n["pos"]}})
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainState:
+    """Where training stands after a completed epoch: with the weights and the optimizer, this is all a
+    resumed run needs to continue exactly as if it had never stopped."""
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    elapsed_s: float = 0.0  # training time spent, validation included: the time budget counts it
+    best_mean_iou: float = -1.0
+    history: list = field(default_factory=list)  # one entry per validated epoch
+    rng: dict = field(default_factory=dict)  # python, numpy, torch and loader-generator states
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TrainState":
+        if "state" in ckpt:
+            return cls(**ckpt["state"])
+        # checkpoints from before TrainState: no RNG states, so the resume is close but not exact
+        return cls(epoch=ckpt["epoch"], elapsed_s=ckpt["elapsed_s"], best_mean_iou=ckpt["best_mean_iou"],
+                   history=ckpt["history"])
+
+
+@dataclass
+class Run:
+    """A training run, set up: what the epoch loop works on."""
+    cfg: TrainConfig
+    out: Path
+    spec: DatasetSpec
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    loader: DataLoader
+    loss_fn: Callable
+    val_set: SegmentationDataset
+    device: torch.device
+    dtype: torch.dtype | None
+    state: TrainState
+
+
+# ---------------------------------------------------------------- setup, loop, saving
+
+def check_resumable(ckpt: dict, cfg: TrainConfig, spec: DatasetSpec, path: Path) -> None:
+    """A checkpoint resumes only the run it came from: list every difference rather than crash in load_state_dict."""
+    diffs = config_differences(ckpt["config"], cfg) + class_differences(ckpt["class_names"], spec.class_names)
+    if diffs:
+        raise PixelwiseError(f"cannot resume from {path}: its run differs from this one\n  - " + "\n  - ".join(diffs)
+                             + "\nresume with the checkpoint's settings, or start a new run with --overwrite "
+                             "or another --out")
+
+
+def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | None = None,
+          log: Callable[[str], None] = print, overwrite: bool = False) -> Run:
+    """Data, model, optimizer and state, restored from OUT/last.pt when resuming.
+
+    `resume`: False (a new run; an existing one is refused unless `overwrite`), True (continue OUT/last.pt,
+    which must exist) or "auto" (continue it if it exists, else start): a scheduler can rerun one command.
     """
+    out = Path(cfg.out)
+    last = out / "last.pt"
+    if resume == "auto":
+        resume = last.is_file()
+        if resume:
+            log(f"--resume auto: continuing the run in {out}")
+    elif resume and not last.is_file():
+        raise PixelwiseError(f"nothing to resume in {out} (no last.pt); drop --resume, or use --resume auto")
+    if last.is_file() and not (resume or overwrite):
+        raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
+    if cfg.deterministic:
+        if cfg.time_budget:
+            raise PixelwiseError("--deterministic needs --epochs: a --time-budget ties the schedule to the clock")
+        torch.use_deterministic_algorithms(True)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    if (out / "last.pt").is_file() and not (resume or overwrite):
-        raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
-                             "replace it with --overwrite, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(last) if resume else None
+    if ckpt is not None and cfg.strategy == "auto":
+        cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
     if model is None:
-        cfg = resolve_strategy(cfg, out, resume, log)
+        cfg = resolve_strategy(cfg, out, log)
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
 
     spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log)
+    if ckpt is not None:
+        check_resumable(ckpt, cfg, spec, last)
     if model is None:
         model = build_model(cfg, spec.num_classes)
         strategies.apply_strategy(model, cfg.strategy, cfg.trainable_stages)
@@ -284,30 +309,50 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
-    start_epoch, elapsed_before, best, history = 0, 0.0, -1.0, []
-    if resume and (out / "last.pt").is_file():
-        ckpt = load_checkpoint(out / "last.pt")
+    state = TrainState()
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, elapsed_before = ckpt["epoch"], ckpt["elapsed_s"]
-        best, history = ckpt["best_mean_iou"], ckpt["history"]
-        log(f"resuming from {out / 'last.pt'} after epoch {start_epoch}")
-
-    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
-    t0 = time.time() - elapsed_before
+        state = TrainState.from_checkpoint(ckpt)
+        if state.rng:
+            restore_rng(state.rng, loader.generator)
+        log(f"resuming from {last} after epoch {state.epoch}")
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
         f"validating on {len(val_set)}; batch {loader.batch_size}, "
         f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
-        + (f"budget {cfg.time_budget:g} min" if budget_s else f"{cfg.epochs} epochs"))
+        + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
+    return Run(cfg, out, spec, model, optimizer, base_lrs, loader, loss_fn, val_set, device, dtype, state)
 
+
+def save_epoch(run: Run, improved: bool, validated: bool) -> None:
+    """Every epoch writes last.pt (validated or not), so a crash loses at most one epoch; best.pt, the
+    history and the curves change only when there is a new validation score."""
+    run.state.rng = capture_rng(run.loader.generator)
+    ckpt = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
+            "config": run.cfg.to_dict(), "class_names": list(run.spec.class_names),
+            "ignore_index": run.spec.ignore_index, "palette": run.spec.palette.tolist()}
+    save_checkpoint(run.out / "last.pt", **ckpt)
+    if improved:
+        save_checkpoint(run.out / "best.pt", **ckpt)
+    if validated:
+        plot_curves(run.state.history, run.out / "curves.png")
+        (run.out / "history.json").write_text(json.dumps(run.state.history, indent=1))
+
+
+def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
+    """The epoch loop: train, validate every `val_every` epochs, save; until the epochs or the budget run out."""
+    cfg, state = run.cfg, run.state
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    t0 = time.time() - state.elapsed_s
     epoch_s = val_s = 0.0
-    steps_per_epoch = len(loader)
+    steps_per_epoch = len(run.loader)
     # A time budget replaces the epoch count: training runs until the budget is spent.
     total_epochs = 10**6 if budget_s else cfg.epochs
+
     def budget_spent() -> bool:  # too little left for a useful (partial) epoch and its validation
         return bool(budget_s) and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s
 
-    for epoch in range(start_epoch, total_epochs):
+    for epoch in range(state.epoch, total_epochs):
         if budget_spent():
             log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - t0) / 60:.1f} min)")
             break
@@ -318,40 +363,52 @@ def fit(cfg: TrainConfig, resume: bool = False, model: torch.nn.Module | None = 
             return (epoch + step / steps_per_epoch) / cfg.epochs
 
         if cfg.strategy == "progressive":
-            unfrozen = strategies.progressive_unfreeze(model, progress_at(0))
-            log(f"progressive: {len(unfrozen)} of {len(model.encoder.stage_prefixes)} encoder stages training")
+            unfrozen = strategies.progressive_unfreeze(run.model, progress_at(0))
+            log(f"progressive: {len(unfrozen)} of {len(run.model.encoder.stage_prefixes)} encoder stages training")
         deadline = t0 + budget_s - val_s if budget_s else None
-        stats = train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at, base_lrs,
-                                cfg.warmup, deadline, desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
+        stats = train_one_epoch(run.model, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
+                                progress_at, run.base_lrs, cfg.warmup, deadline, epoch=epoch + 1,
+                                desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
-        # validate every val_every epochs, always the first (to learn its cost) and the last
+        state.epoch, state.step = epoch + 1, state.step + stats["steps"]
+        # validate every val_every epochs, always the first of a run (to learn its cost) and the last
         last = epoch + 1 == total_epochs or budget_spent()
-        if (epoch + 1 - start_epoch) % cfg.val_every and not last and val_s:
-            log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  {stats['images_per_s']:.1f} img/s  "
-                f"{(time.time() - t0) / 60:.1f} min")
-            continue
-        v0 = time.time()
-        scores = evaluate(model, val_set, device, dtype, cfg.batch_size, cfg.infer_scale).compute(spec.class_names)
-        val_s = time.time() - v0
+        validate = last or not val_s or (epoch + 1) % cfg.val_every == 0
+        improved = False
+        if validate:
+            v0 = time.time()
+            scores = evaluate(run.model, run.val_set, run.device, run.dtype, cfg.batch_size,
+                              cfg.infer_scale).compute(run.spec.class_names)
+            val_s = time.time() - v0
+            improved = scores["mean_iou"] > state.best_mean_iou
+            state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
+            state.history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
+                                  "val_pixel_accuracy": scores["pixel_accuracy"],
+                                  "images_per_s": stats["images_per_s"], "lr": run.optimizer.param_groups[0]["lr"],
+                                  "elapsed_min": (time.time() - t0) / 60})
+        state.elapsed_s = time.time() - t0
+        save_epoch(run, improved, validate)
+        log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  "
+            + (f"val mIoU {scores['mean_iou']:.4f}{' *' if improved else '  '}  " if validate else "")
+            + f"{stats['images_per_s']:.1f} img/s  {state.elapsed_s / 60:.1f} min")
 
-        history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
-                        "val_pixel_accuracy": scores["pixel_accuracy"], "images_per_s": stats["images_per_s"],
-                        "lr": optimizer.param_groups[0]["lr"], "elapsed_min": (time.time() - t0) / 60})
-        improved = scores["mean_iou"] > best
-        best = max(best, scores["mean_iou"])
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "elapsed_s": time.time() - t0, "best_mean_iou": best, "history": history,
-                "config": cfg.to_dict(), "class_names": list(spec.class_names), "ignore_index": spec.ignore_index,
-                "palette": spec.palette.tolist()}
-        save_checkpoint(out / "last.pt", **ckpt)
-        if improved:
-            save_checkpoint(out / "best.pt", **ckpt)
-        plot_curves(history, out / "curves.png")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  val mIoU {scores['mean_iou']:.4f}"
-            f"{' *' if improved else '  '}  {stats['images_per_s']:.1f} img/s  "
-            f"{(time.time() - t0) / 60:.1f} min")
-    if not history:
-        raise PixelwiseError(f"{out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
-    return {"best_mean_iou": best, "epochs": history[-1]["epoch"], "minutes": (time.time() - t0) / 60,
-            "out": str(out), "best_checkpoint": str(out / "best.pt")}
+
+def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | None = None,
+        log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
+    """Train per `cfg`, writing last.pt, best.pt, history.json and curves.png to cfg.out.
+
+    `model` overrides the registry (benchmarks train peers through the same loop).
+    Returns a summary dict with the best validation mean IoU.
+    """
+    run = setup(cfg, resume, model, log, overwrite)
+    start_epoch = run.state.epoch
+    try:
+        train_epochs(run, log)
+    except Diverged as err:
+        kept = f"the last good epoch ({run.state.epoch}) is kept in {run.out / 'last.pt'}" \
+            if (run.out / "last.pt").is_file() else "no epoch completed, so no checkpoint was written"
+        raise PixelwiseError(f"{err}; {kept}") from None
+    if run.state.epoch == start_epoch:
+        raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
+    return {"best_mean_iou": run.state.best_mean_iou, "epochs": run.state.epoch, "minutes": run.state.elapsed_s / 60,
+            "out": str(run.out), "best_checkpoint": str(run.out / "best.pt")}

@@ -3,16 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def new_figure(figsize) -> Figure:
+    """A figure bound to the Agg canvas directly: pyplot is never imported, so neither its global
+    figure registry nor the user's chosen backend is touched."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure((10, 4))
+    ax_loss, ax_iou = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker=".")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
     ax_iou.plot(epochs, [h["val_mean_iou"] for h in history], marker=".", color="tab:green")
@@ -21,7 +28,6 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, class_names, path: str | Path) -> None:
@@ -30,7 +36,8 @@ def plot_confusion(matrix: np.ndarray, class_names, path: str | Path) -> None:
     rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     n = len(class_names)
     size = max(5.0, 0.55 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure((size, size))
+    ax = fig.subplots()
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=60, ha="right")
     ax.set_yticks(range(n), class_names)
@@ -43,4 +50,3 @@ def plot_confusion(matrix: np.ndarray, class_names, path: str | Path) -> None:
                             color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
