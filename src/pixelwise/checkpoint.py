@@ -94,8 +94,11 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the architecture from the saved config and load its weights; no download needed."""
     cfg = TrainConfig.from_dict(ckpt["config"])
-    model = create_model(cfg.model, backbone=cfg.backbone, num_classes=len(ckpt["class_names"]),
-                         upsample=cfg.upsample, pretrained=False)
+    # The random initialisation is overwritten at once: fork the RNG so that loading a model leaves
+    # the caller's random stream exactly where it was.
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(cfg.model, backbone=cfg.backbone, num_classes=len(ckpt["class_names"]),
+                             upsample=cfg.upsample, pretrained=False)
     model.load_state_dict(ckpt["model"])
     return model
 
