@@ -58,13 +58,13 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def _find_mask(mask_dir: Path, image: Path) -> Path:
+def find_mask(mask_dir: Path, image: Path) -> Path:
     for candidate in [mask_dir / image.name, *(mask_dir / (image.stem + s) for s in (".png", ".tif", ".tiff", ".bmp"))]:
         if candidate.is_file():
             return candidate
@@ -84,24 +84,33 @@ def detect_format(root: Path) -> str:
     )
 
 
-def load_camvid(root: Path) -> DatasetSpec:
+def read_header(root: Path, fmt: str) -> DatasetSpec:
+    """A layout's class names, ignore value and palette, with no pairs listed yet."""
     names_file = root / "classes.txt"
-    names = read_class_names(names_file) if names_file.is_file() else CAMVID_CLASSES
-    palette = default_palette(len(names))
-    if names == CAMVID_CLASSES:
-        palette[: len(CAMVID_COLOURS)] = CAMVID_COLOURS
-    spec = DatasetSpec(root, "camvid", names, ignore_index=len(names), palette=palette)
+    if fmt == "folder" and not names_file.is_file():
+        raise DataError(f"{names_file}: missing; a folder dataset needs classes.txt with one class name a line "
+                        "(line 0 is label 0)")
+    if fmt == "camvid":
+        names = read_class_names(names_file) if names_file.is_file() else CAMVID_CLASSES
+        palette = default_palette(len(names))
+        if names == CAMVID_CLASSES:
+            palette[: len(CAMVID_COLOURS)] = CAMVID_COLOURS
+        return DatasetSpec(root, fmt, names, ignore_index=len(names), palette=palette)
+    names = read_class_names(names_file) if names_file.is_file() else VOC_CLASSES
+    return DatasetSpec(root, fmt, names, ignore_index=255, palette=default_palette(len(names)))
+
+
+def load_camvid(root: Path) -> DatasetSpec:
+    spec = read_header(root, "camvid")
     for split in SPLITS:
-        images = _images_in(root / split)
+        images = images_in(root / split)
         if images:
-            spec.splits[split] = [(img, _find_mask(root / f"{split}annot", img)) for img in images]
+            spec.splits[split] = [(img, find_mask(root / f"{split}annot", img)) for img in images]
     return spec
 
 
 def load_voc(root: Path) -> DatasetSpec:
-    names_file = root / "classes.txt"
-    names = read_class_names(names_file) if names_file.is_file() else VOC_CLASSES
-    spec = DatasetSpec(root, "voc", names, ignore_index=255, palette=default_palette(len(names)))
+    spec = read_header(root, "voc")
     lists = root / "ImageSets" / "Segmentation"
     for split in SPLITS:
         list_file = lists / f"{split}.txt"
@@ -115,7 +124,7 @@ def load_voc(root: Path) -> DatasetSpec:
                 if not found:
                     raise DataError(f"{list_file}: lists '{stem}' but there is no image JPEGImages/{stem}.jpg")
                 image = found[0]
-            pairs.append((image, _find_mask(root / "SegmentationClass", image)))
+            pairs.append((image, find_mask(root / "SegmentationClass", image)))
         if pairs:
             spec.splits[split] = pairs
     return spec
@@ -127,13 +136,8 @@ def hash_split(stem: str, val_percent: int = 10) -> str:
 
 
 def load_folder(root: Path) -> DatasetSpec:
-    names_file = root / "classes.txt"
-    if not names_file.is_file():
-        raise DataError(f"{names_file}: missing; a folder dataset needs classes.txt with one class name a line "
-                        "(line 0 is label 0)")
-    names = read_class_names(names_file)
-    spec = DatasetSpec(root, "folder", names, ignore_index=255, palette=default_palette(len(names)))
-    images = {p.stem: p for p in _images_in(root / "images")}
+    spec = read_header(root, "folder")
+    images = {p.stem: p for p in images_in(root / "images")}
     split_files = {s: root / "splits" / f"{s}.txt" for s in SPLITS}
     if any(f.is_file() for f in split_files.values()):
         for split, list_file in split_files.items():
@@ -144,10 +148,10 @@ def load_folder(root: Path) -> DatasetSpec:
             if missing:
                 raise DataError(f"{list_file}: lists '{missing[0]}' but images/ has no such image")
             if stems:
-                spec.splits[split] = [(images[s], _find_mask(root / "masks", images[s])) for s in stems]
+                spec.splits[split] = [(images[s], find_mask(root / "masks", images[s])) for s in stems]
     else:
         for stem, image in images.items():
-            spec.splits.setdefault(hash_split(stem), []).append((image, _find_mask(root / "masks", image)))
+            spec.splits.setdefault(hash_split(stem), []).append((image, find_mask(root / "masks", image)))
     return spec
 
 

@@ -44,12 +44,20 @@ class Predictor:
             raise PixelwiseError(f"expected an HxWx3 uint8 array, got shape {array.shape} dtype {array.dtype}")
         return array
 
-    def predict(self, image) -> np.ndarray:
-        """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
+    def logits(self, image) -> torch.Tensor:
+        """image: a path, a PIL image or an HxWx3 uint8 array -> (C, H, W) float logits on the CPU."""
         rgb = self.as_rgb(image)
         tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255)[None]
-        logits = predict_logits(self.model, tensor, self.device, self.dtype, self.scale)
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return predict_logits(self.model, tensor, self.device, self.dtype, self.scale)[0].cpu()
+
+    def predict(self, image) -> np.ndarray:
+        """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
+        return self.logits(image).argmax(0).to(torch.uint8).numpy()
+
+    def predict_proba(self, image) -> np.ndarray:
+        """image as for `predict` -> (C, H, W) float32 class probabilities (softmax over classes, summing to 1).
+        `probabilities.argmax(0)` equals `predict(image)`."""
+        return self.logits(image).softmax(0).numpy()
 
     def predict_to_files(self, image_path: Path, out_dir: Path) -> tuple[Path, Path]:
         """Write out_dir/<stem>.png (class indices, palette) and out_dir/<stem>_overlay.png."""

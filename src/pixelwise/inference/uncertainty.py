@@ -1,0 +1,48 @@
+"""How unsure a model is, per pixel and per image: what to label next, and where to look first.
+
+Per pixel, from class probabilities p (C, H, W):
+- margin: p_top1 - p_top2, in 0..1; small means the model hesitates between two classes;
+- entropy: -sum_c p_c log p_c, in nats, 0 when sure, log C when uniform.
+An image's score is the mean over its pixels. Active learning labels the highest-entropy
+(or lowest-margin) images first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+MEASURES = ("entropy", "margin")
+
+
+def pixel_margin(proba: np.ndarray) -> np.ndarray:
+    """(C, H, W) probabilities -> (H, W) top-1 minus top-2 probability."""
+    if proba.shape[0] < 2:
+        return np.ones(proba.shape[1:], dtype=np.float32)
+    top2 = np.partition(proba, -2, axis=0)[-2:]
+    return (top2[1] - top2[0]).astype(np.float32)
+
+
+def pixel_entropy(proba: np.ndarray) -> np.ndarray:
+    """(C, H, W) probabilities -> (H, W) entropy in nats."""
+    p = np.clip(proba, 1e-12, 1.0)
+    return -(proba * np.log(p)).sum(0).astype(np.float32)
+
+
+def image_uncertainty(proba: np.ndarray) -> dict[str, float]:
+    """Mean per-pixel entropy and margin of one image."""
+    return {"entropy": float(pixel_entropy(proba).mean()), "margin": float(pixel_margin(proba).mean())}
+
+
+def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable[Path],
+                        measure: str = "entropy") -> list[tuple[Path, dict[str, float]]]:
+    """Most uncertain first: highest mean entropy, or lowest mean margin. Ties keep name order."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown uncertainty measure {measure!r}; choose {' or '.join(MEASURES)}")
+    images = sorted(images)
+    scored = [(path, image_uncertainty(proba_of(path))) for path in tqdm(images, desc="scoring", unit="img",
+                                                                          leave=False, disable=len(images) < 20)]
+    sign = -1 if measure == "entropy" else 1
+    return sorted(scored, key=lambda item: sign * item[1][measure])
