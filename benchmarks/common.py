@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,10 +19,20 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 
+def cpu_model() -> str:
+    """lscpu's model name: the CPU changes between machines, so every figure names it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                platform.machine())
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, no GPU"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU"
 
 
 @torch.no_grad()

@@ -108,10 +108,10 @@ def test_bad_input_gives_one_line_error_naming_the_file(case, tmp_path, capsys):
         write_pair(root / "images" / f"s{i}.png", root / "masks" / f"s{i}.png", labels=(0, 1), seed=i)
     (root / "classes.txt").write_text("a\nb\n")
     expected = {
-        "unreadable": "s1.png: cannot read image",
-        "wrong_size": "mask {root}/masks/s1.png is 10x10 but its image",
-        "bad_label": "mask {root}/masks/s1.png has label 7 but the dataset has 2 classes (0-1, 255 = ignore)",
-        "missing_mask": "s1.png: no mask for this image",
+        "unreadable": "{root}/images/s1.png: cannot read",
+        "wrong_size": "{root}/masks/s1.png: mask is 10x10 but its image {root}/images/s1.png is 24x20",
+        "bad_label": "{root}/masks/s1.png: mask has label 7 (480 px) but the dataset has 2 classes (0-1, 255 = ignore)",
+        "missing_mask": "{root}/images/s1.png: image has no mask",
         "empty": "no usable image",
     }[case].format(root=root)
     if case == "unreadable":

@@ -1,4 +1,5 @@
 """The transfer-learning advisor: its distance, its decision table, and constructed datasets in each quadrant."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,15 @@ def test_advisor_needs_pretrained_batchnorm_statistics_and_says_so(nuclei_root):
         advisor.MomentRecorder(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
     with pytest.raises(PixelwiseError, match="no ImageNet weights"):
         advisor.advise(nuclei_root, backbone="segnet_basic")
+
+
+def test_a_data_problem_is_named_as_such_by_advise_and_by_train_auto(folder_dataset, tmp_path):
+    from pixelwise.api import train
+    from pixelwise.errors import DataError
+
+    Image.fromarray(np.full((20, 24), 9, dtype=np.uint8)).save(folder_dataset / "masks" / "img03.png")
+    expected = f"{folder_dataset}/masks/img03.png: mask has label 9 (480 px) but the dataset has 3 classes"
+    with pytest.raises(DataError, match=re.escape(expected)):
+        advisor.advise(folder_dataset, log=lambda _: None)
+    with pytest.raises(DataError, match=re.escape(expected)):
+        train(folder_dataset, out=tmp_path / "run", epochs=1, log=lambda _: None)  # strategy auto

@@ -527,11 +527,25 @@ def problems_error(report: CheckReport, kinds: frozenset[str] | None = BLOCKING_
     found = [p for p in report.problems if kinds is None or p.kind in kinds]
     if not found:
         return None
+    if len(found) == 1:
+        return DataError(found[0].line())
     lines = [p.line() for p in found[:limit]]
     if len(found) > limit:
         lines.append(f"... and {len(found) - limit} more; `pixelwise data check {report.root}` lists them all")
     return DataError(f"{report.root}: {len(found)} data problem{'s' if len(found) > 1 else ''}:\n  "
                      + "\n  ".join(lines))
+
+
+def check_before_use(root: str | Path, format: str = "auto", log: Callable[[str], None] = print) -> CheckReport:
+    """What `train` and `advise` run first: the whole checker, so one code path judges a dataset. Problems that
+    break training stop here, naming every file; duplicates and leakage are logged and training goes on."""
+    report = check_dataset(root, format, log=lambda _: None)
+    raise_for_problems(report)
+    kinds = Counter(p.kind for p in report.problems)
+    if kinds:
+        found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
+        log(f"data check: {found} (`pixelwise data check {root}` lists them)")
+    return report
 
 
 def raise_for_problems(report: CheckReport, kinds: frozenset[str] | None = BLOCKING_KINDS, limit: int = 10) -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors
@@ -166,8 +167,11 @@ def decide(images: int, shift: float) -> tuple[str, str, str]:
 
 
 def advise(data: str | Path, backbone: str = "efficientnet_lite0", format: str = "auto",
-           backbone_weights: str | None = None, log: Callable[[str], None] = print) -> Advice:
-    """Measure the training split of `data` on both axes. -> Advice (quadrant, strategy, evidence)."""
+           backbone_weights: str | None = None, log: Callable[[str], None] = print, check: bool = True) -> Advice:
+    """Measure the training split of `data` on both axes. -> Advice (quadrant, strategy, evidence).
+    `check`: run the data checker first (`train` has already run it)."""
+    if check:
+        check_before_use(data, format, log)
     spec = load_spec(data, format)
     train_pairs, _ = split_pairs(spec, log=lambda message: None)
     dataset = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index).preload("reading train")

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from pixelwise.checkpoint import class_differences, config_differences, load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
+from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import DatasetSpec, load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors, train_transform
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.models.registry import create_model
 from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_device, resolve_precision, to_device
 from pixelwise.training import advisor, strategies
@@ -176,7 +177,9 @@ def resolve_strategy(cfg: TrainConfig, out: Path, log: Callable[[str], None]) ->
         log("strategy auto: no pretrained weights to transfer, so every layer trains from scratch")
         return replace(cfg, strategy="scratch")
     try:
-        advice = advisor.advise(cfg.data, cfg.backbone, cfg.format, cfg.backbone_weights, log=log)
+        advice = advisor.advise(cfg.data, cfg.backbone, cfg.format, cfg.backbone_weights, log=log, check=False)
+    except DataError:
+        raise  # the data's problem, named as such, not the backbone's
     except PixelwiseError as error:
         log(f"strategy auto: the advisor cannot measure this backbone ({error}); training everything (full)")
         return replace(cfg, strategy="full")
@@ -291,6 +294,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     ckpt = load_checkpoint(last) if resume else None
     if ckpt is not None and cfg.strategy == "auto":
         cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
+    check_before_use(cfg.data, cfg.format, log)  # every data problem, named, before any work
     if model is None:
         cfg = resolve_strategy(cfg, out, log)
     device = resolve_device(cfg.device)
