@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
@@ -12,6 +15,7 @@ from pixelwise.inference.predict import Predictor, load
 from pixelwise.checkpoint import class_differences, load_checkpoint, model_from_checkpoint
 from pixelwise.runtime import inference_setup
 from pixelwise.training import engine
+from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_confusion
 
 __all__ = ["train", "evaluate", "load", "Predictor"]
@@ -60,6 +64,27 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def per_image_iou(checkpoint: str | Path, data: str | Path, split: str | None = None, format: str = "auto",
+                  device: str = "auto", precision: str = "auto") -> dict[str, float]:
+    """Mean IoU of each image of one split (default: test, else val) -> {image stem: mean IoU}.
+    Low scores point at images whose labels or predictions most need a look."""
+    predictor = load(checkpoint, device=device, precision=precision)
+    spec = load_spec(data, format)
+    diffs = class_differences(predictor.class_names, spec.class_names)
+    if diffs:
+        raise PixelwiseError(f"checkpoint {checkpoint} was trained on other classes than {data} holds:\n  - "
+                             + "\n  - ".join(diffs))
+    dataset = SegmentationDataset(spec.split(split or default_split(spec.splits)), spec.num_classes,
+                                  spec.ignore_index)
+    scores = {}
+    for i in tqdm(range(len(dataset)), desc="scoring", unit="img", leave=False):
+        image, mask = dataset.load(i)
+        matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+        matrix.update(torch.from_numpy(predictor.predict(image)).long(), torch.from_numpy(mask).long())
+        scores[dataset.pairs[i][0].stem] = matrix.compute(spec.class_names)["mean_iou"]
+    return scores
 
 
 def format_metrics(metrics: dict) -> str:

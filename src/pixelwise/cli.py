@@ -1,4 +1,4 @@
-"""The `pixelwise` command: train | advise | evaluate | predict | models | explain | demo."""
+"""The `pixelwise` command: train | advise | data | evaluate | predict | models | explain | demo."""
 from __future__ import annotations
 
 import argparse
@@ -178,6 +178,62 @@ def cmd_predict(args) -> None:
         raise PixelwiseError(f"{len(failed)} of {len(images)} images could not be predicted (see above)")
 
 
+def cmd_data_import(args) -> None:
+    from pixelwise.data.importers import import_dataset
+
+    summary = import_dataset(args.source, args.src, args.out, overwrite=args.overwrite, overlap=args.overlap,
+                             crowd=args.crowd, palette=args.palette, labels=args.labels, images=args.images,
+                             line_width=args.line_width)
+    print(summary.format_summary())
+    if not summary.ok:
+        raise PixelwiseError(f"{len(summary.failed)} items could not be imported (listed above); "
+                             f"the other {summary.images} are in {summary.dst}")
+
+
+def cmd_data_check(args) -> None:
+    from pixelwise.data.checks import STATS_DIRNAME, check_dataset, write_stats
+
+    report = check_dataset(args.dir, format=args.format, fix=args.fix)
+    for fixed in report.fixed:
+        print(f"fixed: {fixed.line()}")
+    for line in report.lines():
+        print(line)
+    stats = report.stats
+    print(f"\n{stats.masks} masks, {len(report.class_names)} classes; ignore {stats.share(stats.ignore_pixels):.2%} "
+          f"of pixels; sizes: " + ", ".join(f"{size} ({n})" for size, n in sorted(stats.image_sizes.items())))
+    print(f"  {'class':<20} {'pixels':>8} {'images':>7}")
+    for i, name in enumerate(report.class_names):
+        print(f"  {name:<20} {stats.share(int(stats.class_pixels[i])):>8.2%} {int(stats.class_images[i]):>7}")
+    json_path, png_path = write_stats(report, args.out or Path(args.dir) / STATS_DIRNAME)
+    print(f"statistics: {json_path}, {png_path}")
+    if not report.ok:
+        fixable = sum(p.auto_fix for p in report.problems)
+        raise PixelwiseError(f"{len(report.problems)} problems in {args.dir}"
+                             + (f"; {fixable} of them are fixed by --fix (originals are backed up)" if fixable else ""))
+    print("no problems found")
+
+
+def cmd_data_split(args) -> None:
+    from pixelwise.data.splits import split_dataset
+
+    split_dataset(args.dir, val=args.val, test=args.test, seed=args.seed, overwrite=args.overwrite)
+
+
+def cmd_data_browse(args) -> None:
+    from pixelwise.data.browse import browse
+
+    order = captions = None
+    if args.worst:
+        from pixelwise.api import per_image_iou
+
+        scores = per_image_iou(args.worst, args.dir, split=args.split, format=args.format)
+        order = sorted(scores, key=lambda stem: scores[stem])
+        captions = {stem: f"IoU {iou:.2f}" for stem, iou in scores.items()}
+    out = browse(args.dir, args.out, split=args.split, order=order, captions=captions, limit=args.limit,
+                 format=args.format)
+    print(f"contact sheet: {out}" + (" (worst mean IoU first)" if args.worst else ""))
+
+
 def cmd_models(args) -> None:
     from pixelwise.models.encoders import ENCODERS
     from pixelwise.models.registry import DEFAULT_UPSAMPLE, create_model, list_backbones, list_models
@@ -217,6 +273,70 @@ def cmd_demo(args) -> None:
     run_demo(out=args.out, epochs=args.epochs)
 
 
+def add_data_parsers(data) -> None:
+    from pixelwise.data.importers import CROWDS, LINE_WIDTH, OVERLAPS, SOURCES
+
+    formats = ("auto", "camvid", "voc", "folder")
+    p = data.add_parser("import", help="convert COCO, LabelMe, CVAT, colour-mask or Cityscapes annotations",
+                        description="Write the pixelwise folder layout (images/, masks/ as palette PNGs of class "
+                        "indices, classes.txt, splits/) from another tool's export. SRC is never changed; an "
+                        "item that cannot be converted is listed with the reason. Example: pixelwise data import "
+                        "--from labelme annotations/ --out data/mine")
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="the export's format")
+    p.add_argument("src", metavar="SRC", help="the export: a COCO JSON, a LabelMe folder, a CVAT zip or folder, "
+                   "a folder of images and colour masks, or a Cityscapes root")
+    p.add_argument("--out", required=True, metavar="DST", help="new dataset folder (refused if it holds files)")
+    p.add_argument("--overwrite", action="store_true", help="replace DST (only once the new copy is complete)")
+    p.add_argument("--overlap", default="ignore", choices=OVERLAPS,
+                   help="COCO pixels claimed by instances of different classes: ignore (255) or the last one's "
+                   "class (default: %(default)s)")
+    p.add_argument("--crowd", default="ignore", choices=CROWDS,
+                   help="COCO iscrowd regions: ignore (255) or their class (default: %(default)s)")
+    p.add_argument("--palette", metavar="FILE", help="rgb: `name R G B` lines or a CVAT labelmap.txt")
+    p.add_argument("--labels", metavar="FILE", help="labelme: class names a line (labelme's labels.txt)")
+    p.add_argument("--images", metavar="DIR", help="coco/rgb: where the images are, if not beside the annotations")
+    p.add_argument("--line-width", type=positive_int, default=LINE_WIDTH,
+                   help="labelme: drawn width of line and linestrip shapes in pixels (default: %(default)s)")
+    p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("check", help="report every problem in a dataset, with statistics",
+                        description="Read every image and mask; print one line per problem (file, what, fix) and "
+                        "exit non-zero if there is any; write stats.json and stats.png. Example: "
+                        "pixelwise data check data/mine --fix")
+    p.add_argument("dir", metavar="DIR", help="dataset root (folder, CamVid or VOC layout)")
+    p.add_argument("--format", default="auto", choices=formats, help="dataset layout (default: detect)")
+    p.add_argument("--fix", action="store_true", help="apply the safe fixes (EXIF orientation baked into the image, "
+                   "colour masks converted to indices, stray masks moved aside); originals go to "
+                   "DIR/.pixelwise-backup/")
+    p.add_argument("--out", metavar="DIR", help="folder for stats.json and stats.png (default: DIR/.pixelwise)")
+    p.set_defaults(func=cmd_data_check)
+
+    p = data.add_parser("split", help="write train/val/test lists stratified by class presence",
+                        description="Write DIR/splits/{train,val,test}.txt: every class in at least 3 images "
+                        "appears in each split, rare classes placed first, near-duplicates kept in one split; "
+                        "the same seed gives the same split. Example: pixelwise data split data/mine --val 0.1 "
+                        "--test 0.1")
+    p.add_argument("dir", metavar="DIR", help="folder-layout dataset root")
+    p.add_argument("--val", type=float, default=0.1, help="fraction for validation (default: %(default)s)")
+    p.add_argument("--test", type=float, default=0.1, help="fraction for test (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--overwrite", action="store_true", help="replace existing split lists (old ones are backed up)")
+    p.set_defaults(func=cmd_data_split)
+
+    p = data.add_parser("browse", help="a contact sheet of images with their mask overlays",
+                        description="Draw thumbnails with mask overlays and a class legend into one PNG. With "
+                        "--worst, order them by a model's mean IoU per image, lowest first: the labels or "
+                        "predictions that most need a look. Example: pixelwise data browse data/mine --worst "
+                        "runs/mine/best.pt --out worst.png")
+    p.add_argument("dir", metavar="DIR", help="dataset root")
+    p.add_argument("--out", required=True, metavar="PNG", help="the contact sheet to write")
+    p.add_argument("--split", help="only this split (default: all; with --worst: test, else val)")
+    p.add_argument("--worst", metavar="CKPT", help="order by this checkpoint's per-image mean IoU, lowest first")
+    p.add_argument("--limit", type=positive_int, default=64, help="most images on the sheet (default: %(default)s)")
+    p.add_argument("--format", default="auto", choices=formats, help="dataset layout (default: detect)")
+    p.set_defaults(func=cmd_data_browse)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
                                      "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
@@ -242,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", metavar="PATH", help="load the backbone's ImageNet weights from this file")
     p.add_argument("--json", metavar="OUT", help="also write {quadrant, strategy, reasons, evidence} here")
     p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser("data", help="ground truth: import annotations, check, fix, split and look at a dataset",
+                       description="The ground-truth toolchain. Example: pixelwise data import --from coco "
+                       "annotations.json --out data/mine && pixelwise data check data/mine && "
+                       "pixelwise data split data/mine --val 0.1 --test 0.1")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse}")
+    add_data_parsers(data)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
                        description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "

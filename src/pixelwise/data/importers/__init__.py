@@ -1,0 +1,340 @@
+"""Annotation exports from other tools -> the pixelwise folder layout.
+
+`import_dataset(source, src, dst)` reads a COCO instance JSON, a folder of LabelMe JSON files,
+a CVAT "Segmentation mask 1.1" export, colour-coded RGB masks or Cityscapes, and writes
+
+    dst/images/<stem>.<ext>    the images, copied byte for byte
+    dst/masks/<stem>.png       palette PNGs of class indices, 255 = ignore
+    dst/classes.txt            one class name a line, line n = label n
+    dst/splits/<split>.txt     stems, where the source has splits
+
+Each source module turns its input into a `Source`: the class names and one `Item` per image,
+whose `convert()` does the decoding. This module writes every source the same way: an item that
+fails is reported and skipped, the output is built in a temporary sibling folder and swapped in
+only at the end, and the source is only ever read.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from pixelwise.data.formats import SPLITS, load_spec
+from pixelwise.data.io import IMAGE_SUFFIXES, default_palette, write_label_png
+from pixelwise.errors import DataError
+
+SOURCES = ("coco", "labelme", "cvat", "rgb", "cityscapes")
+OVERLAPS = ("ignore", "last")
+CROWDS = ("ignore", "class")
+IGNORE = 255
+LINE_WIDTH = 10  # labelme's shape_to_mask default for line and linestrip shapes
+MAX_CLASSES = 255  # 0-254: 255 is the ignore value of a uint8 mask
+
+# What a malformed annotation raises while it is decoded: the item is reported, the import goes on.
+CONVERT_ERRORS = (DataError, KeyError, TypeError, ValueError, IndexError)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    overlap: str = "ignore"
+    crowd: str = "ignore"
+    palette: Path | None = None
+    labels: Path | None = None
+    images: Path | None = None
+    line_width: int = LINE_WIDTH
+
+
+@dataclass
+class Sample:
+    """A converted item: its HxW uint8 class-index mask and its image, a file to copy or encoded bytes."""
+    mask: np.ndarray
+    image: Path | bytes
+    suffix: str  # of the image file to write, with the dot: ".jpg"
+
+
+@dataclass
+class Item:
+    key: str  # the item's source-relative name without suffix, '/'-separated: it gives the output stem
+    name: str  # what a failure report names: the source file or record
+    convert: Callable[[], Sample]
+    split: str | None = None
+
+
+@dataclass
+class Source:
+    """What a source module hands the writer."""
+    class_names: tuple[str, ...]
+    items: list[Item]
+    reads: list[Path]  # files and folders the items read: the output must stay clear of them
+    failed: list[tuple[str, str]] = field(default_factory=list)  # found while listing the source
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass
+class ImportSummary:
+    source: str
+    dst: Path
+    images: int
+    masks: int
+    classes: tuple[str, ...]
+    splits: dict[str, int]
+    failed: list[tuple[str, str]]  # (item, reason) for each item that could not be converted
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def format_summary(self) -> str:
+        splits = ", ".join(f"{name} {n}" for name, n in self.splits.items()) or "none (split by name hash)"
+        lines = [f"imported {self.images} images and {self.masks} masks from {self.source} into {self.dst}",
+                 f"{len(self.classes)} classes: {', '.join(self.classes)}",
+                 f"splits: {splits}"]
+        if self.failed:
+            lines.append(f"{len(self.failed)} items could not be converted:")
+            # most reasons already start with the item's file: print that once
+            lines += [f"  {why if why.startswith(item) else f'{item}: {why}'}" for item, why in self.failed]
+        return "\n".join(lines)
+
+
+def import_dataset(source: str, src: str | Path, dst: str | Path, *, overwrite: bool = False,
+                   overlap: str = "ignore", crowd: str = "ignore", palette: str | Path | None = None,
+                   labels: str | Path | None = None, images: str | Path | None = None,
+                   line_width: int = LINE_WIDTH, log: Callable[[str], None] = print) -> ImportSummary:
+    """Convert `src` (a `source` export) into the pixelwise folder layout at `dst`.
+
+    Items that cannot be converted are listed in the summary; the rest are imported. Raises
+    DataError when nothing can be imported, for bad arguments, or for a non-empty `dst` without
+    `overwrite` (with it, `dst` is replaced only once the new copy is complete).
+    """
+    opts = ImportOptions(overlap, crowd, _path(palette), _path(labels), _path(images), line_width)
+    check_arguments(source, opts)
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise DataError(f"{src}: not found; give the {source} export to import")
+    check_destination(dst, overwrite)
+    found = _reader(source)(src, opts, log)
+    try:
+        check_clear_of_source(dst, [src, *found.reads])
+        log(f"importing {len(found.items)} {source} items, {len(found.class_names)} classes -> {dst}")
+        return write_dataset(source, found, dst, log)
+    finally:
+        found.close()
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _reader(source: str) -> Callable[[Path, ImportOptions, Callable], Source]:
+    # Imported on demand: cityscapes needs an optional package, and none of them is needed until used.
+    if source == "coco":
+        from pixelwise.data.importers.coco import read_coco
+        return read_coco
+    if source == "labelme":
+        from pixelwise.data.importers.labelme import read_labelme
+        return read_labelme
+    if source == "cvat":
+        from pixelwise.data.importers.cvat import read_cvat
+        return read_cvat
+    from pixelwise.data.importers.colour import read_cityscapes, read_rgb
+    return read_rgb if source == "rgb" else read_cityscapes
+
+
+def check_arguments(source: str, opts: ImportOptions) -> None:
+    if source not in SOURCES:
+        raise DataError(f"unknown import source {source!r}; choose one of {', '.join(SOURCES)}")
+    if opts.overlap not in OVERLAPS:
+        raise DataError(f"overlap={opts.overlap!r}: choose 'ignore' (overlaps become 255) or 'last' (later wins)")
+    if opts.crowd not in CROWDS:
+        raise DataError(f"crowd={opts.crowd!r}: choose 'ignore' (crowd regions become 255) or 'class'")
+    if opts.line_width < 1:
+        raise DataError(f"line width {opts.line_width}: lines need a width of at least 1 pixel")
+    applies = {"palette": ("rgb",), "labels": ("labelme",), "images": ("coco", "cvat", "rgb")}
+    for name, sources in applies.items():
+        if getattr(opts, name) is not None and source not in sources:
+            raise DataError(f"--{name} applies to --from {' or '.join(sources)}, not to --from {source}")
+
+
+def check_destination(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise DataError(f"{dst}: exists and is a file; give a folder for the imported dataset")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise DataError(f"{dst}: folder exists and is not empty; choose a new folder or pass --overwrite "
+                        "to replace it")
+
+
+def check_clear_of_source(dst: Path, reads: list[Path]) -> None:
+    """Refuse a `dst` that is, holds or sits inside anything the import reads: replacing it would
+    delete the source, and writing into it would change the source."""
+    out = dst.resolve()
+    for path in reads:
+        path = path.resolve()
+        if out == path or out in path.parents or (path.is_dir() and path in out.parents):
+            raise DataError(f"{dst}: the output overlaps the source {path}; write the import to a separate folder")
+
+
+def write_dataset(source: str, found: Source, dst: Path, log: Callable[[str], None]) -> ImportSummary:
+    """Convert and write every item into a temporary sibling of `dst`, then swap it in."""
+    names = found.class_names
+    if not 0 < len(names) <= MAX_CLASSES:
+        raise DataError(f"{source}: {len(names)} classes; a class-index PNG holds 1 to {MAX_CLASSES} "
+                        f"(255 is the ignore value)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.importing-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would stay on the dataset after the swap
+    try:
+        written, splits, failed = write_items(source, found, tmp)
+        if not written:
+            first = "; ".join(f"{item}: {why}" for item, why in failed[:3])
+            raise DataError(f"{source}: no item could be imported ({len(failed)} failed). First: {first}")
+        (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in names))
+        counts = write_splits(tmp, splits, log)
+        load_spec(tmp, "folder")  # the result must load as a dataset before it replaces anything
+        swap_into_place(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ImportSummary(source, dst, written, written, names, counts, failed)
+
+
+def write_items(source: str, found: Source, root: Path) -> tuple[int, dict[str | None, list[str]], list]:
+    """Convert each item and write its image and mask under `root`. -> (items written, split -> stems,
+    (item, reason) for each item that failed)."""
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    num_classes, palette = len(found.class_names), default_palette(len(found.class_names))
+    failed, splits, used = list(found.failed), {}, {}
+    stems = assign_stems([item.key for item in found.items])
+    bar = tqdm(list(zip(found.items, stems)), desc=f"import {source}", unit="img", leave=False,
+               disable=len(found.items) < 50)
+    for item, stem in bar:
+        if stem in used:
+            failed.append((item.name, f"its output name '{stem}' is already taken by {used[stem]}; rename one"))
+            continue
+        try:
+            sample = item.convert()
+            check_sample(sample, num_classes, item.name)
+        except CONVERT_ERRORS as err:
+            failed.append((item.name, reason(err)))
+            continue
+        used[stem] = item.name
+        write_sample(sample, root, stem, palette)
+        splits.setdefault(item.split, []).append(stem)
+    return len(used), splits, failed
+
+
+def reason(err: Exception) -> str:
+    if isinstance(err, DataError):
+        return str(err)
+    return f"malformed annotation ({type(err).__name__}: {err})"
+
+
+def assign_stems(keys: list[str]) -> list[str]:
+    """Output stems: the base name where it is unique in the source, else the whole key with '/' -> '_'
+    (two `0001` images in folders cam1/ and cam2/ become cam1_0001 and cam2_0001)."""
+    base = [PurePosixPath(key).name for key in keys]
+    seen: dict[str, int] = {}
+    for name in base:
+        seen[name] = seen.get(name, 0) + 1
+    return [name if seen[name] == 1 else key.strip("/").replace("/", "_") for name, key in zip(base, keys)]
+
+
+def check_sample(sample: Sample, num_classes: int, name: str) -> None:
+    if sample.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{name}: image format {sample.suffix!r} is not one pixelwise reads "
+                        f"({', '.join(IMAGE_SUFFIXES)}); convert the image first")
+    mask = sample.mask
+    bad = (mask >= num_classes) & (mask != IGNORE)
+    if bad.any():  # a reader bug, not a user error, but never write a mask the dataset would refuse
+        raise DataError(f"{name}: converted mask holds label {int(mask[bad][0])} but there are {num_classes} classes")
+    h, w = image_size(sample.image, name)
+    if mask.shape != (h, w):
+        raise DataError(f"{name}: the annotation is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h} "
+                        "(width x height); the annotation must be drawn on this image")
+
+
+def write_sample(sample: Sample, root: Path, stem: str, palette: np.ndarray) -> None:
+    image = root / "images" / f"{stem}{sample.suffix}"
+    if isinstance(sample.image, Path):
+        shutil.copyfile(sample.image, image)
+    else:
+        image.write_bytes(sample.image)
+    write_label_png(root / "masks" / f"{stem}.png", sample.mask, palette)
+
+
+def write_splits(root: Path, splits: dict[str | None, list[str]], log: Callable[[str], None]) -> dict[str, int]:
+    """splits/<name>.txt for each split that has items. Items of a split source that belong to no
+    split go to train: the folder layout only sees listed images."""
+    unsplit = splits.pop(None, [])
+    if splits and unsplit:
+        log(f"{len(unsplit)} items are in no train/val/test split; adding them to train")
+        splits["train"] = splits.get("train", []) + unsplit
+    if not splits:
+        return {}
+    (root / "splits").mkdir()
+    for name in SPLITS:
+        if splits.get(name):
+            (root / "splits" / f"{name}.txt").write_text("".join(f"{stem}\n" for stem in splits[name]))
+    return {name: len(splits[name]) for name in SPLITS if splits.get(name)}
+
+
+def swap_into_place(tmp: Path, dst: Path) -> None:
+    """Rename the finished `tmp` to `dst`; an existing `dst` moves aside first and is deleted last."""
+    if not dst.exists():
+        os.replace(tmp, dst)
+        return
+    old = dst.with_name(f".{dst.name}.replaced-{uuid.uuid4().hex[:8]}")
+    os.replace(dst, old)
+    try:
+        os.replace(tmp, dst)
+    except OSError:
+        os.replace(old, dst)
+        raise
+    shutil.rmtree(old)
+
+
+# --- helpers the source modules share -------------------------------------------------------------
+
+def open_image(data: Path | bytes, name: str) -> Image.Image:
+    """A lazily decoded PIL image from a file or encoded bytes; DataError naming `name` if unreadable."""
+    try:
+        return Image.open(data if isinstance(data, Path) else io.BytesIO(data))
+    except FileNotFoundError:
+        raise DataError(f"{name}: file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{name}: cannot read image ({err}); is it a valid image file?") from None
+
+
+def image_size(data: Path | bytes, name: str) -> tuple[int, int]:
+    """-> (height, width) as `read_image` will see it: EXIF-rotated photos swap their sides.
+    Only the header is read."""
+    img = open_image(data, name)
+    w, h = img.size
+    # EXIF orientations 5-8 are the transposing ones (90 or 270 degrees)
+    return (w, h) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+
+
+def image_suffix(data: bytes, name: str) -> str:
+    """The file suffix for encoded image bytes, from their format."""
+    fmt = open_image(data, name).format or ""
+    return {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}.get(fmt, f".{fmt.lower()}")
+
+
+def read_colour_mask(data: Path | bytes, name: str) -> np.ndarray:
+    """A colour-coded mask -> HxWx3 uint8. Palette PNGs are expanded to their colours."""
+    img = open_image(data, name)
+    try:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            raise DataError(f"{name}: {img.mode} image is not a colour mask; save masks as RGB or palette PNGs")
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except OSError as err:  # truncated files fail only when the pixels are decoded
+        raise DataError(f"{name}: cannot read image ({err}); is it a valid image file?") from None
