@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -207,9 +208,11 @@ def cmd_data_check(args) -> None:
     json_path, png_path = write_stats(report, args.out or Path(args.dir) / STATS_DIRNAME)
     print(f"statistics: {json_path}, {png_path}")
     if not report.ok:
+        kinds = Counter(p.kind.replace("_", " ") for p in report.problems)
         fixable = sum(p.auto_fix for p in report.problems)
-        raise PixelwiseError(f"{len(report.problems)} problems in {args.dir}"
-                             + (f"; {fixable} of them are fixed by --fix (originals are backed up)" if fixable else ""))
+        raise PixelwiseError(f"{len(report.problems)} problems in {args.dir} ("
+                             + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + ")"
+                             + (f"; --fix repairs {fixable} of them (originals are backed up)" if fixable else ""))
     print("no problems found")
 
 

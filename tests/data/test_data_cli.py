@@ -54,7 +54,7 @@ def test_check_names_a_planted_problem_and_fails(imported, tmp_path, capsys):
     assert main(["data", "check", str(data), "--out", str(tmp_path / "stats")]) == 2
     captured = capsys.readouterr()
     assert f"{mask}: mask has label 42 (6912 px) but the dataset has 6 classes" in captured.out
-    assert "1 problems in" in captured.err
+    assert "1 problems in" in captured.err and "(1 bad label)" in captured.err
 
 
 def test_split_then_train_lists_load(imported, tmp_path, capsys):
