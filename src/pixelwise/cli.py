@@ -237,6 +237,29 @@ def cmd_data_browse(args) -> None:
     print(f"contact sheet: {out}" + (" (worst mean IoU first)" if args.worst else ""))
 
 
+def cmd_data_suggest(args) -> None:
+    from pixelwise.data.checks import discover_samples
+    from pixelwise.inference.predict import load
+    from pixelwise.inference.uncertainty import rank_by_uncertainty
+
+    root = Path(args.dir)
+    _, samples = discover_samples(root)
+    unlabelled = [s.image for s in samples if s.mask is None]
+    if not unlabelled:
+        raise PixelwiseError(f"{root}: every image has a mask; nothing to suggest")
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure)
+    out = Path(args.out) if args.out else root / ".pixelwise" / "suggestions.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{path.relative_to(root)}\n" for path, _ in ranked))
+    print(f"{'rank':>4}  {'entropy':>7}  {'margin':>6}  image (most uncertain first, by {args.measure})")
+    for rank, (path, score) in enumerate(ranked[: args.show], 1):
+        print(f"{rank:>4}  {score['entropy']:>7.3f}  {score['margin']:>6.3f}  {path.relative_to(root)}")
+    if len(ranked) > args.show:
+        print(f"   ... {len(ranked) - args.show} more")
+    print(f"order of all {len(ranked)} unlabelled images: {out}")
+
+
 def cmd_models(args) -> None:
     from pixelwise.models.encoders import ENCODERS
     from pixelwise.models.registry import DEFAULT_UPSAMPLE, create_model, list_backbones, list_models
@@ -340,6 +363,21 @@ def add_data_parsers(data) -> None:
     p.set_defaults(func=cmd_data_browse)
 
 
+    p = data.add_parser("suggest", help="rank unlabelled images by the model's uncertainty: label these next",
+                        description="Score every image without a mask by the model's mean per-pixel entropy "
+                        "(or top-2 margin) and write them most uncertain first, one path a line. Labelling "
+                        "those first teaches the model more than labelling at random. Example: pixelwise data "
+                        "suggest --checkpoint runs/mine/best.pt data/mine")
+    p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
+    p.add_argument("--measure", default="entropy", choices=("entropy", "margin"),
+                   help="mean pixel entropy (high first) or top-2 margin (low first) (default: %(default)s)")
+    p.add_argument("--out", metavar="TXT", help="the ranked list (default: DIR/.pixelwise/suggestions.txt)")
+    p.add_argument("--show", type=positive_int, default=10, help="rows to print (default: %(default)s)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.set_defaults(func=cmd_data_suggest)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
                                      "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
@@ -370,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The ground-truth toolchain. Example: pixelwise data import --from coco "
                        "annotations.json --out data/mine && pixelwise data check data/mine && "
                        "pixelwise data split data/mine --val 0.1 --test 0.1")
-    data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse}")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse,suggest}")
     add_data_parsers(data)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",

@@ -253,6 +253,28 @@ def list_samples(root: str | Path, format: str = "auto") -> tuple[DatasetSpec, l
     return header, samples, problems
 
 
+
+def discover_samples(root: str | Path) -> tuple[DatasetSpec, list[Sample]]:
+    """Every image of a dataset, labelled or not: what annotating and suggesting work on.
+    -> (header: layout, classes, ignore value, palette; samples, `mask` None where there is none yet).
+
+    Beyond the layouts pixelwise trains on, it accepts images/ with a classes.txt and no masks/ yet (the
+    folder layout before its first mask), and a folder of images beside a classes.txt."""
+    root = Path(root)
+    try:
+        fmt = detect_format(root)
+    except DataError:
+        fmt = "folder" if (root / "images").is_dir() else None
+    if fmt is not None:
+        header, samples, _ = list_samples(root, fmt)
+        return header, samples
+    if (root / "classes.txt").is_file() and images_in(root):
+        return read_header(root, "folder"), [Sample(hash_split(p.stem), p, None) for p in images_in(root)]
+    raise DataError(f"{root}: no images to work on. Expected a layout pixelwise reads (folder: images/ masks/ "
+                    "classes.txt; CamVid: train/ trainannot/ ...; VOC: JPEGImages/ SegmentationClass/ ...), "
+                    "images/ with classes.txt and no masks yet, or a folder of images with a classes.txt "
+                    "(one class name a line, line 0 = label 0)")
+
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding: each file once, in worker threads (PIL and zlib release the GIL while they decode).
 

@@ -1,0 +1,56 @@
+"""Uncertainty per pixel and per image, and `pixelwise data suggest`, which ranks images by it."""
+import math
+
+import numpy as np
+import pytest
+
+from pixelwise.checkpoint import save_checkpoint
+from pixelwise.cli import main
+from pixelwise.config import TrainConfig
+from pixelwise.inference.predict import load
+from pixelwise.inference.uncertainty import image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty
+from pixelwise.models.registry import create_model
+
+
+def test_entropy_and_margin_exact_values():
+    proba = np.zeros((4, 1, 3))
+    proba[:, 0, 0] = 0.25  # uniform over 4 classes: entropy log 4, margin 0
+    proba[2, 0, 1] = 1.0  # certain: entropy 0, margin 1
+    proba[:, 0, 2] = (0.5, 0.3, 0.2, 0.0)  # margin 0.2
+    np.testing.assert_allclose(pixel_entropy(proba)[0], [math.log(4), 0.0,
+                               -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))], rtol=1e-6)
+    np.testing.assert_allclose(pixel_margin(proba)[0], [0.0, 1.0, 0.2], atol=1e-7)
+    scores = image_uncertainty(proba)
+    assert scores["margin"] == pytest.approx(0.4, abs=1e-7)
+
+
+def test_rank_orders_most_uncertain_first_by_either_measure():
+    confident, torn, middling = np.array([[[0.9]], [[0.1]]]), np.array([[[0.5]], [[0.5]]]), np.array([[[0.7]], [[0.3]]])
+    table = {"a": confident, "b": torn, "c": middling}
+    for measure in ("entropy", "margin"):
+        assert [p for p, _ in rank_by_uncertainty(table.__getitem__, ["a", "b", "c"], measure)] == ["b", "c", "a"]
+    with pytest.raises(ValueError, match="unknown uncertainty measure"):
+        rank_by_uncertainty(table.__getitem__, ["a"], "variance")
+
+
+def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_path):
+    model = create_model("fcn32s", backbone="segnet_basic", num_classes=3, upsample="bilinear", pretrained=False)
+    cfg = TrainConfig(data="x", model="fcn32s", backbone="segnet_basic", upsample="bilinear", infer_scale=1.0)
+    save_checkpoint(tmp_path / "m.pt", model=model.state_dict(), config=cfg.to_dict(),
+                    class_names=["background", "cat", "dog"], ignore_index=255, palette=[[0, 0, 0]] * 256)
+    predictor = load(tmp_path / "m.pt", precision="fp32")
+    image = folder_dataset / "images" / "img00.png"
+    proba = predictor.predict_proba(image)
+    assert proba.shape == (3, 20, 24) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
+    assert (proba.argmax(0) == predictor.predict(image)).all()
+
+    # `data suggest` ranks exactly the images without a mask, most uncertain first
+    for i in (2, 5, 7):
+        (folder_dataset / "masks" / f"img{i:02d}.png").unlink()
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"),
+                 "--precision", "fp32", "--out", str(tmp_path / "next.txt")]) == 0
+    listed = (tmp_path / "next.txt").read_text().split()
+    entropy = {f"images/img{i:02d}.png": pixel_entropy(predictor.predict_proba(
+        folder_dataset / "images" / f"img{i:02d}.png")).mean() for i in (2, 5, 7)}
+    assert listed == sorted(entropy, key=lambda name: -entropy[name])
