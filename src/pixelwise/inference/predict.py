@@ -11,25 +11,26 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, to_rgb_array, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
-from pixelwise.runtime import inference_setup, predict_logits
+from pixelwise.inference.engines import TorchEngine
 
 
 class Predictor:
-    """A trained model with its class names and palette. `predict(image)` -> HxW class indices."""
+    """A trained model with its class names and palette. `predict(image)` -> HxW class indices.
 
-    def __init__(self, model: torch.nn.Module, class_names, palette, ignore_index: int,
-                 device: str = "auto", precision: str = "auto", scale: float = 1.0):
-        self.model, self.device, self.dtype = inference_setup(model, device, precision)
+    The model runs through an engine (see inference.engines): anything with `logits(images)`."""
+
+    def __init__(self, engine, class_names, palette, ignore_index: int):
+        self.engine = engine
         self.class_names = list(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)
         self.ignore_index = ignore_index
-        self.scale = scale
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Predictor":
         ckpt = load_checkpoint(path)
-        return cls(model_from_checkpoint(ckpt), ckpt["class_names"], ckpt["palette"], ckpt["ignore_index"],
-                   device=device, precision=precision, scale=TrainConfig.from_dict(ckpt["config"]).infer_scale)
+        engine = TorchEngine(model_from_checkpoint(ckpt), device=device, precision=precision,
+                             scale=TrainConfig.from_dict(ckpt["config"]).infer_scale)
+        return cls(engine, ckpt["class_names"], ckpt["palette"], ckpt["ignore_index"])
 
     @staticmethod
     def as_rgb(image) -> np.ndarray:
@@ -48,7 +49,7 @@ class Predictor:
         """image: a path, a PIL image or an HxWx3 uint8 array -> (C, H, W) float logits on the CPU."""
         rgb = self.as_rgb(image)
         tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255)[None]
-        return predict_logits(self.model, tensor, self.device, self.dtype, self.scale)[0].cpu()
+        return self.engine.logits(tensor)[0]
 
     def predict(self, image) -> np.ndarray:
         """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
