@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env demo test bench clean
+.PHONY: env browser demo test bench clean
 
 env: $(VENV)/.installed
 
@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml
 demo: env
 	$(VENV)/bin/pixelwise demo
 
-test: env
+# The annotation app's browser tests drive Debian's chromium (Playwright cannot download browsers here);
+# installed when missing and we are root (CI is), otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed: the browser tests will be skipped"
+
+test: env browser
 	$(PY) -m pytest -q
 
 bench: env

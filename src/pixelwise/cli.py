@@ -1,4 +1,4 @@
-"""The `pixelwise` command: train | advise | data | evaluate | predict | models | explain | demo."""
+"""The `pixelwise` command: train | advise | data | annotate | evaluate | predict | models | explain | demo."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +109,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d["workers"], help="data loader processes (default: %(default)s)")
     p.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"), help="default: %(default)s")
     p.add_argument("--seed", type=int, default=d["seed"], help="default: %(default)s")
+    p.add_argument("--nproc", type=positive_int, metavar="N",
+                   help="train on N processes of this machine (torchrun + DDP; gloo on CPU, nccl on CUDA); "
+                   "--batch-size stays the global batch. For several machines start `torchrun -m pixelwise "
+                   "train ...` on each (see the README)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with several processes on CUDA, BatchNorm statistics over the global batch")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -116,10 +122,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in known})
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """argv less `--option VALUE` / `--option=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
+
+
 def cmd_train(args) -> None:
+    import os
+
     from pixelwise.training.engine import fit
 
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from pixelwise.training.distributed import launch
+
+        code = launch(args.nproc, without_option(args.argv, "--nproc"))
+        if code:
+            raise PixelwiseError(f"distributed training stopped (exit code {code}); the last completed epoch is in "
+                                 f"{args.out}/last.pt: rerun with --resume auto to continue")
+        return
     summary = fit(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+    if "RANK" in os.environ and os.environ["RANK"] != "0":
+        return
     print(f"best val mean IoU {summary['best_mean_iou']:.4f} after {summary['epochs']} epochs "
           f"({summary['minutes']:.1f} min); checkpoint: {summary['best_checkpoint']}")
 
@@ -258,6 +289,12 @@ def cmd_data_suggest(args) -> None:
     if len(ranked) > args.show:
         print(f"   ... {len(ranked) - args.show} more")
     print(f"order of all {len(ranked)} unlabelled images: {out}")
+
+
+def cmd_annotate(args) -> None:
+    from pixelwise.web.server import run_app
+
+    run_app(args.dir, checkpoint=args.checkpoint, host=args.host, port=args.port, open_browser=args.open)
 
 
 def cmd_models(args) -> None:
@@ -411,6 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse,suggest}")
     add_data_parsers(data)
 
+    p = sub.add_parser("annotate", help="a local browser app to draw and correct masks, with the model's help",
+                       description="Serve DIR (any layout pixelwise reads, or images/ with a classes.txt and no masks "
+                       "yet) to your browser: brush, eraser, polygon, flood and superpixel fill, ignore brush, undo. "
+                       "With --checkpoint, unlabelled images open pre-filled with the model's prediction, unsure "
+                       "pixels are outlined, 'next' follows the model's uncertainty, and 'retrain' fine-tunes on "
+                       "the masks saved so far. Prints a URL with a per-launch token; binds 127.0.0.1. "
+                       "Example: pixelwise annotate data/mine --checkpoint runs/mine/best.pt")
+    p.add_argument("dir", metavar="DIR", help="dataset root")
+    p.add_argument("--checkpoint", metavar="CKPT", help="pre-fill and rank images with this model")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; anything else "
+                   "exposes your data to the network)")
+    p.add_argument("--port", type=int, default=8765, help="default: %(default)s (a free one if taken)")
+    p.add_argument("--open", action="store_true", help="open the app in the default browser")
+    p.set_defaults(func=cmd_annotate)
+
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
                        description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "
                        "per-class IoU, and save a confusion-matrix PNG. Example: pixelwise evaluate "
@@ -460,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except PixelwiseError as err:

@@ -34,6 +34,7 @@ class TrainConfig:
     workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores
     device: str = "auto"
     seed: int = 0
+    sync_bn: bool = False  # BatchNorm statistics across processes (CUDA only)
     deterministic: bool = False  # deterministic kernels: a killed and resumed run ends bit-identical
     init_from: str | None = None
 

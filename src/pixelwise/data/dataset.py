@@ -1,6 +1,7 @@
 """A map-style dataset over (image, mask) file pairs that checks every mask it reads."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,14 @@ class SegmentationDataset(Dataset):
     """Decoded, checked samples. With `cache=True` decoded arrays stay in memory: on a CPU
     box decoding PNGs every epoch would steal the cores the model needs."""
 
-    def __init__(self, pairs, num_classes: int, ignore_index: int, transform=None, cache: bool = False):
+    def __init__(self, pairs, num_classes: int, ignore_index: int, transform=None, cache: bool = False,
+                 seed: int = 0):
         self.pairs = list(pairs)
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.transform = transform
+        # Augmentation is a function of (seed, epoch, sample): the same whatever process, worker or
+        # resume loads the sample, which exact resume and multi-process training both rely on.
+        self.seed, self.epoch = seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -58,7 +63,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int):
         image, mask = to_tensors(*self.load(index))
         if self.transform is not None:
-            image, mask = self.transform(image, mask)
+            image, mask = self.transform(image, mask, random.Random(f"{self.seed}:{self.epoch}:{index}"))
         return image, mask
 
     def class_pixel_counts(self) -> np.ndarray:

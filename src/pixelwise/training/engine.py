@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pixelwise.checkpoint import class_differences, config_differences, load_checkpoint, save_checkpoint
@@ -26,8 +26,9 @@ from pixelwise.data.formats import DatasetSpec, load_spec, split_pairs
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.models.registry import create_model
-from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_device, resolve_precision, to_device
-from pixelwise.training import advisor, strategies
+from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_precision, to_device
+from pixelwise.training import advisor, distributed, strategies
+from pixelwise.training.distributed import Dist
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_curves
@@ -66,24 +67,27 @@ class Diverged(PixelwiseError):
     """The loss became NaN or infinite: the weights of this step are not worth saving."""
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_at: Callable[[int], float],
-                    base_lrs: list[float], warmup: float, deadline: float | None = None, desc: str = "train",
-                    epoch: int = 0) -> dict:
-    """One pass over `loader`. `progress_at(step)` gives the schedule position in 0..1;
-    training stops early once `deadline` (time.time()) passes."""
+def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: Callable[[int], tuple[float, bool]],
+                    base_lrs: list[float], warmup: float, desc: str = "train", epoch: int = 0,
+                    ctx: Dist = Dist()) -> dict:
+    """One pass over `loader`. `control(step)` -> (schedule position in 0..1, stop now): the same on every
+    rank, so all take the same steps at the same learning rate."""
     model.train()
     total_loss, images, steps = 0.0, 0, 0
     start = time.time()
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not ctx.main)
     for step, (image, target) in enumerate(bar):
-        factor = lr_factor(min(progress_at(step), 1.0), warmup)
+        progress, stop = control(step)
+        if stop and steps:
+            break
+        factor = lr_factor(min(progress, 1.0), warmup)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         image, target = to_device(image, device, dtype), target.to(device, non_blocking=True)
         with autocast(device, dtype):
             logits = model(image)
         loss = loss_fn(logits.float(), target)
-        if not torch.isfinite(loss):
+        if distributed.any_rank(not torch.isfinite(loss), ctx):
             bar.close()
             raise Diverged(f"training diverged in epoch {epoch}, step {step + 1} (loss {loss.item()}); "
                            f"lower --lr (now {base_lrs[0]:g}), e.g. --lr {base_lrs[0] / 10:g}")
@@ -95,18 +99,18 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, progress_a
         steps += 1
         rate = images / max(time.time() - start, 1e-9)
         bar.set_postfix(loss=f"{total_loss / images:.3f}", img_s=f"{rate:.1f}")
-        if deadline is not None and time.time() > deadline:
-            break
     bar.close()
     seconds = time.time() - start
-    return {"loss": total_loss / max(images, 1), "images": images, "steps": steps, "seconds": seconds,
-            "images_per_s": images / max(seconds, 1e-9)}
+    # images/s of the whole job: every rank trained as many images as this one
+    return {"loss": total_loss / max(images, 1), "images": images * ctx.world, "steps": steps, "seconds": seconds,
+            "images_per_s": images * ctx.world / max(seconds, 1e-9)}
 
 
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8, scale: float = 1.0,
-             desc: str = "evaluate") -> ConfusionMatrix:
-    """Confusion matrix over `dataset` at full resolution. Images of equal size are batched."""
+             desc: str = "evaluate", ctx: Dist = Dist()) -> ConfusionMatrix:
+    """Confusion matrix over `dataset` at full resolution. Images of equal size are batched. With several
+    ranks each scores every world-th image and the matrices are summed: the metrics are exact."""
     model.eval()
     matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     batch_images, batch_masks = [], []
@@ -117,7 +121,8 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
         batch_images.clear()
         batch_masks.clear()
 
-    for i in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False, dynamic_ncols=True):
+    for i in tqdm(range(ctx.rank, len(dataset), ctx.world), desc=desc, unit="img", leave=False,
+                  dynamic_ncols=True, disable=not ctx.main):
         image, mask = to_tensors(*dataset.load(i))
         if batch_images and (image.shape != batch_images[0].shape or len(batch_images) == batch_size):
             flush()
@@ -125,6 +130,7 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
         batch_masks.append(mask)
     if batch_images:
         flush()
+    distributed.all_reduce_sum(matrix.matrix, ctx)
     return matrix
 
 
@@ -142,7 +148,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     return model
 
 
-def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print):
+def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print,
+                 ctx: Dist = Dist()):
     """Dataset folder -> (spec, train set with joint transforms, val set, train loader, weighted loss).
     Every image and mask is read and checked here, before any training."""
     spec = load_spec(cfg.data, cfg.format)
@@ -151,7 +158,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
     if not cache:
         log("the dataset is too large to keep decoded in memory: images are decoded every epoch "
             "(consider --workers 2 or more)")
-    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=cache)
+    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=cache, seed=cfg.seed)
     val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=cache)
     train_set.preload("reading train")
     val_set.preload("reading val")
@@ -163,9 +170,17 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
         + ("none" if weights is None else " ".join(f"{w:.2f}" for w in weights.tolist())))
     loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
 
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=min(cfg.batch_size, len(train_set)), shuffle=True, drop_last=True,
-                        num_workers=cfg.workers, generator=generator, persistent_workers=cfg.workers > 0)
+    # The order of an epoch is a function of (seed, epoch), as is each sample's augmentation: one process
+    # and N processes, fresh or resumed, see the same global batches.
+    batch = min(cfg.batch_size, len(train_set))
+    if batch % ctx.world:
+        raise PixelwiseError(f"--batch-size {batch} does not split over {ctx.world} processes; "
+                             f"use a multiple of {ctx.world}")
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds
+    loader = DataLoader(train_set, batch_size=batch // ctx.world, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, generator=generator)
     return spec, train_set, val_set, loader, loss_fn
 
 
@@ -243,15 +258,18 @@ class Run:
     cfg: TrainConfig
     out: Path
     spec: DatasetSpec
-    model: torch.nn.Module
+    model: torch.nn.Module  # the network itself: evaluated and saved
+    trained: torch.nn.Module  # what the optimizer steps through: DDP around `model` on several ranks
     optimizer: torch.optim.Optimizer
     base_lrs: list[float]
     loader: DataLoader
     loss_fn: Callable
+    train_set: SegmentationDataset
     val_set: SegmentationDataset
     device: torch.device
     dtype: torch.dtype | None
     state: TrainState
+    ctx: Dist = Dist()
 
 
 # ---------------------------------------------------------------- setup, loop, saving
@@ -272,6 +290,10 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     `resume`: False (a new run; an existing one is refused unless `overwrite`), True (continue OUT/last.pt,
     which must exist) or "auto" (continue it if it exists, else start): a scheduler can rerun one command.
     """
+    ctx, device = distributed.init(cfg.device)
+    if not ctx.main:
+        log = _quiet
+    distributed.check_sync_bn(cfg.sync_bn, device)
     out = Path(cfg.out)
     last = out / "last.pt"
     if resume == "auto":
@@ -296,11 +318,11 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
     check_before_use(cfg.data, cfg.format, log)  # every data problem, named, before any work
     if model is None:
-        cfg = resolve_strategy(cfg, out, log)
-    device = resolve_device(cfg.device)
+        # the advisor runs once, on rank 0; the others take its decision
+        cfg = distributed.broadcast_object(resolve_strategy(cfg, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
 
-    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log)
+    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log, ctx)
     if ckpt is not None:
         check_resumable(ckpt, cfg, spec, last)
     if model is None:
@@ -309,6 +331,8 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         groups = strategies.parameter_groups(model, cfg.lr, cfg.strategy, cfg.lr_ratio)
     else:  # a model from outside the registry (a benchmark's peer) trains whole, at one rate
         groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    if cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = prepare_model(model, device, dtype)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -321,16 +345,24 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         if state.rng:
             restore_rng(state.rng, loader.generator)
         log(f"resuming from {last} after epoch {state.epoch}")
+    processes = f" x {ctx.world} processes" if ctx.enabled else ""
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
-        f"validating on {len(val_set)}; batch {loader.batch_size}, "
+        f"validating on {len(val_set)}; batch {loader.batch_size}{processes}, "
         f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
-    return Run(cfg, out, spec, model, optimizer, base_lrs, loader, loss_fn, val_set, device, dtype, state)
+    return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
+               train_set, val_set, device, dtype, state, ctx)
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def save_epoch(run: Run, improved: bool, validated: bool) -> None:
     """Every epoch writes last.pt (validated or not), so a crash loses at most one epoch; best.pt, the
-    history and the curves change only when there is a new validation score."""
+    history and the curves change only when there is a new validation score. Rank 0 alone writes."""
+    if not run.ctx.main:
+        return
     run.state.rng = capture_rng(run.loader.generator)
     ckpt = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
             "config": run.cfg.to_dict(), "class_names": list(run.spec.class_names),
@@ -353,25 +385,32 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
     # A time budget replaces the epoch count: training runs until the budget is spent.
     total_epochs = 10**6 if budget_s else cfg.epochs
 
-    def budget_spent() -> bool:  # too little left for a useful (partial) epoch and its validation
-        return bool(budget_s) and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s
+    def budget_spent() -> bool:  # too little left for a useful (partial) epoch and its validation; rank 0 decides
+        spent = bool(budget_s) and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s
+        return bool(distributed.broadcast_floats([float(spent)], run.ctx)[0])
 
     for epoch in range(state.epoch, total_epochs):
         if budget_spent():
             log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - t0) / 60:.1f} min)")
             break
+        run.loader.sampler.set_epoch(epoch)
+        run.train_set.epoch = epoch
+        deadline = t0 + budget_s - val_s if budget_s else None
 
-        def progress_at(step: int, epoch=epoch) -> float:
-            if budget_s:
-                return (time.time() - t0) / budget_s
-            return (epoch + step / steps_per_epoch) / cfg.epochs
+        def control(step: int, epoch=epoch) -> tuple[float, bool]:
+            """Schedule position and whether the budget ran out, as rank 0 sees them."""
+            if not budget_s:
+                return (epoch + step / steps_per_epoch) / cfg.epochs, False
+            progress, stop = distributed.broadcast_floats(
+                [(time.time() - t0) / budget_s, float(time.time() > deadline)], run.ctx)
+            return progress, bool(stop)
 
         if cfg.strategy == "progressive":
-            unfrozen = strategies.progressive_unfreeze(run.model, progress_at(0))
+            unfrozen = strategies.progressive_unfreeze(run.model, control(0)[0])
             log(f"progressive: {len(unfrozen)} of {len(run.model.encoder.stage_prefixes)} encoder stages training")
-        deadline = t0 + budget_s - val_s if budget_s else None
-        stats = train_one_epoch(run.model, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
-                                progress_at, run.base_lrs, cfg.warmup, deadline, epoch=epoch + 1,
+            run.trained = distributed.wrap(run.model, run.ctx, run.device)  # DDP must see the new trainable set
+        stats = train_one_epoch(run.trained, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
+                                control, run.base_lrs, cfg.warmup, epoch=epoch + 1, ctx=run.ctx,
                                 desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
         state.epoch, state.step = epoch + 1, state.step + stats["steps"]
@@ -382,7 +421,7 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
         if validate:
             v0 = time.time()
             scores = evaluate(run.model, run.val_set, run.device, run.dtype, cfg.batch_size,
-                              cfg.infer_scale).compute(run.spec.class_names)
+                              cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
             val_s = time.time() - v0
             improved = scores["mean_iou"] > state.best_mean_iou
             state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
@@ -405,6 +444,8 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
     Returns a summary dict with the best validation mean IoU.
     """
     run = setup(cfg, resume, model, log, overwrite)
+    if not run.ctx.main:
+        log = _quiet
     start_epoch = run.state.epoch
     try:
         train_epochs(run, log)
@@ -412,6 +453,8 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
         kept = f"the last good epoch ({run.state.epoch}) is kept in {run.out / 'last.pt'}" \
             if (run.out / "last.pt").is_file() else "no epoch completed, so no checkpoint was written"
         raise PixelwiseError(f"{err}; {kept}") from None
+    finally:
+        distributed.shutdown()
     if run.state.epoch == start_epoch:
         raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
     return {"best_mean_iou": run.state.best_mean_iou, "epochs": run.state.epoch, "minutes": run.state.elapsed_s / 60,
