@@ -1,8 +1,9 @@
 """Joint transforms on (image, mask) pairs.
 
-Images are float tensors (3, H, W) in 0..1, masks are int64 (H, W). Masks are resized
-with nearest neighbour, so labels never blend, and padded with the ignore index, so
-padding never counts in the loss.
+Images are float tensors (3, H, W) in 0..1, masks are int64 (H, W). Masks are resized with nearest
+neighbour, so labels never blend, and padded with the ignore index, so padding never counts in the loss.
+Random transforms draw from the `rng` they are given (a `random.Random`; the module's global one by
+default), so a dataset can give each sample its own seeded stream.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) 
     if tuple(image.shape[-2:]) == tuple(size):
         return image, mask
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    # float64 holds every int32 label exactly; float32 would turn 16777217 into 16777216
+    mask = F.interpolate(mask[None, None].double(), size=size, mode="nearest")[0, 0].long()
     return image, mask
 
 
@@ -33,9 +35,9 @@ class Compose:
     def __init__(self, *transforms):
         self.transforms = transforms
 
-    def __call__(self, image, mask):
+    def __call__(self, image, mask, rng=random):
         for t in self.transforms:
-            image, mask = t(image, mask)
+            image, mask = t(image, mask, rng)
         return image, mask
 
 
@@ -45,8 +47,8 @@ class RandomScale:
     def __init__(self, scale_range: tuple[float, float]):
         self.scale_range = scale_range
 
-    def __call__(self, image, mask):
-        s = random.uniform(*self.scale_range)
+    def __call__(self, image, mask, rng=random):
+        s = rng.uniform(*self.scale_range)
         h, w = image.shape[-2:]
         return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
 
@@ -57,7 +59,7 @@ class PadTo:
     def __init__(self, size: tuple[int, int], ignore_index: int):
         self.size, self.ignore_index = size, ignore_index
 
-    def __call__(self, image, mask):
+    def __call__(self, image, mask, rng=None):
         h, w = image.shape[-2:]
         ph, pw = max(0, self.size[0] - h), max(0, self.size[1] - w)
         if ph or pw:
@@ -71,10 +73,10 @@ class RandomCrop:
         self.size = size
         self.pad = PadTo(size, ignore_index)
 
-    def __call__(self, image, mask):
+    def __call__(self, image, mask, rng=random):
         image, mask = self.pad(image, mask)
         h, w = image.shape[-2:]
-        top, left = random.randint(0, h - self.size[0]), random.randint(0, w - self.size[1])
+        top, left = rng.randint(0, h - self.size[0]), rng.randint(0, w - self.size[1])
         window = (slice(top, top + self.size[0]), slice(left, left + self.size[1]))
         return image[:, window[0], window[1]], mask[window[0], window[1]]
 
@@ -83,8 +85,8 @@ class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5):
         self.p = p
 
-    def __call__(self, image, mask):
-        if random.random() < self.p:
+    def __call__(self, image, mask, rng=random):
+        if rng.random() < self.p:
             return image.flip(-1), mask.flip(-1)
         return image, mask
 
@@ -95,11 +97,11 @@ class ColorJitter:
     def __init__(self, strength: float = 0.2):
         self.strength = strength
 
-    def __call__(self, image, mask):
+    def __call__(self, image, mask, rng=random):
         if self.strength <= 0:
             return image, mask
-        brightness = 1 + random.uniform(-self.strength, self.strength)
-        contrast = 1 + random.uniform(-self.strength, self.strength)
+        brightness = 1 + rng.uniform(-self.strength, self.strength)
+        contrast = 1 + rng.uniform(-self.strength, self.strength)
         mean = image.mean()
         return ((image - mean) * contrast + mean * brightness).clamp_(0, 1), mask
 
