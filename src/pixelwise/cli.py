@@ -191,23 +191,22 @@ def check_outputs(images: list[Path], out: Path) -> None:
 
 
 def cmd_predict(args) -> None:
+    from pixelwise.inference.pipeline import predict_folder
     from pixelwise.inference.predict import gather_images, load
+    from pixelwise.inference.tiling import check_tiling
 
     images = gather_images(args.inputs)
     out = Path(args.out)
     check_outputs(images, out)
+    if args.tile is not None:
+        check_tiling(args.tile, args.overlap)  # refused before the model loads
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for path in images:
-        try:
-            predictor.predict_to_files(path, out)
-        except PixelwiseError as err:  # one bad file must not stop a folder of good ones
-            failed.append(str(err))
-            print(f"skipped: {err}", file=sys.stderr)
-    print(f"wrote {len(images) - len(failed)} masks and overlays to {out}")
-    if failed:
-        raise PixelwiseError(f"{len(failed)} of {len(images)} images could not be predicted (see above)")
+    summary = predict_folder(predictor, images, out, batch_size=args.batch_size, overlay=not args.no_overlay,
+                             tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {summary.written} {'masks' if args.no_overlay else 'masks and overlays'} to {out} "
+          f"({summary.images_per_s:.1f} images/s)")
+    if summary.failed:  # one bad file never stops a folder of good ones
+        raise PixelwiseError(f"{len(summary.failed)} of {len(images)} images could not be predicted (see above)")
 
 
 def cmd_data_import(args) -> None:
@@ -484,6 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images, any size")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="images of equal size per forward pass (default: %(default)s)")
+    p.add_argument("--tile", type=positive_int, metavar="PIXELS",
+                   help="predict in overlapping tiles of this size, blended smoothly, band by band: for images "
+                   "too large to predict whole (aerial, slides, scans), e.g. --tile 1024")
+    p.add_argument("--overlap", type=int, default=128, metavar="PIXELS",
+                   help="tile overlap, at most half of --tile (default: %(default)s)")
+    p.add_argument("--no-overlay", action="store_true", help="write only the class-index PNGs")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.set_defaults(func=cmd_predict)

@@ -1,0 +1,193 @@
+"""Predicting a folder at model speed: decoding, the model and PNG writing overlap.
+
+    decode pool  ->  batches of equal-size images  ->  engine.logits  ->  writer pool
+    (threads)        (main thread)                     (main thread)      (threads: argmax, PNGs)
+
+PIL and numpy release the GIL while they decode, take the argmax, blend and compress, so the helper threads run
+beside the model's own intra-op threads; they are given a lower CPU priority so that on a small
+machine the model, the slowest stage, is never the one kept waiting. Every queue is bounded, so
+memory stays flat however many images there are. Output files are exactly those of
+`Predictor.predict_to_files`: <stem>.png (class indices, palette) and <stem>_overlay.png.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pixelwise.data.io import overlay as blend_overlay
+from pixelwise.data.io import read_image, write_label_png
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.tiling import check_tiling, class_argmax, predict_tiled, to_batch
+
+
+@dataclass
+class PredictSummary:
+    written: int = 0  # images whose outputs were written
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (image, why it was skipped)
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int = 8, overlay: bool = True,
+                   tile: int | None = None, overlap: int = 128, workers: int = 2,
+                   log: Callable[[str], None] = print) -> PredictSummary:
+    """Predict `images` into `out`: <stem>.png and, with `overlay`, <stem>_overlay.png per image.
+
+    predictor: a `Predictor` (its `engine` and `palette` are used). Images of equal size go through
+    the engine `batch_size` at a time; with `tile`, each image is predicted tile by tile
+    (`predict_tiled`) instead. `workers` threads decode and as many write. An image that cannot be
+    read is logged, listed in `failed` and skipped; it never stops the run."""
+    if batch_size < 1 or workers < 1:
+        raise PixelwiseError(f"--batch-size {batch_size} and workers {workers} must be at least 1")
+    if tile is not None:
+        check_tiling(tile, overlap)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary()
+    # a huge image is decoded one ahead only: several would not fit in memory at once
+    ahead = 1 if tile else 2 * batch_size
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers, "pixelwise-decode", _yield_cpu) as decoders, \
+            ThreadPoolExecutor(workers, "pixelwise-write", _yield_cpu) as writer_pool, \
+            tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
+        writes = _Writes(writer_pool, limit=1 if tile else batch_size + 2 * workers)
+
+        def skip(path: Path, err: PixelwiseError) -> None:
+            summary.failed.append((path, str(err)))
+            with tqdm.external_write_mode():
+                log(f"skipped: {err}")
+            bar.update(1)
+
+        decoded = _decode(decoders, images, ahead, skip)
+        for batch in (([item] for item in decoded) if tile else equal_size_batches(decoded, batch_size)):
+            rgbs = [rgb for _, rgb in batch]
+            if tile:
+                results = [predict_tiled(predictor.engine, rgb, tile, overlap) for rgb in rgbs]
+            else:  # (N, C, H, W) logits; the writers take the argmax, off the model's thread
+                results = predictor.engine.logits(to_batch(rgbs))
+            for (path, rgb), result in zip(batch, results):
+                writes.submit(_write, out, path, rgb, result, predictor.palette, overlay)
+            bar.update(len(batch))
+        writes.drain()
+    summary.written = writes.finished
+    summary.seconds = time.perf_counter() - start
+    summary.images_per_s = summary.written / summary.seconds if summary.seconds > 0 else 0.0
+    return summary
+
+
+def _write(out: Path, path: Path, rgb: np.ndarray, result, palette: np.ndarray, overlay: bool) -> None:
+    """result: HxW uint8 labels, or (C, H, W) logits to take them from."""
+    labels = result if isinstance(result, np.ndarray) else class_argmax(result)
+    write_outputs(out, path, rgb, labels, palette, overlay)
+
+
+def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int,
+                       max_waiting: int | None = None) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Group (path, HxWx3 image) pairs into lists of up to `batch_size` images of one size.
+
+    A full group goes at once. Images of a size that is still filling up wait, but never more than
+    `max_waiting` (default 2 x batch_size) in all: then the oldest group goes part-full, so a
+    folder of many sizes cannot pile up in memory. The rest go at the end, oldest first."""
+    max_waiting = max_waiting or 2 * batch_size
+    waiting: dict[tuple[int, ...], list] = {}  # insertion order = age
+    count = 0
+    for path, rgb in items:
+        group = waiting.setdefault(rgb.shape, [])
+        group.append((path, rgb))
+        count += 1
+        if len(group) == batch_size:
+            count -= len(waiting.pop(rgb.shape))
+            yield group
+        elif count > max_waiting:
+            oldest = waiting.pop(next(iter(waiting)))
+            count -= len(oldest)
+            yield oldest
+    yield from waiting.values()
+
+
+def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+                  overlay: bool = True) -> None:
+    """The files `Predictor.predict_to_files` writes, each one atomically."""
+    write_label_png(out / f"{path.stem}.png", labels, palette)
+    if overlay:
+        _save_png(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png")
+
+
+def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:
+    """`data.io.overlay`, a block of rows at a time: the same pixels, without float copies of a
+    whole 8000x6000 photo."""
+    blended = np.empty_like(rgb)
+    for r in range(0, rgb.shape[0], rows):
+        blended[r:r + rows] = blend_overlay(rgb[r:r + rows], labels[r:r + rows], palette)
+    return blended
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,
+            skip: Callable[[Path, PixelwiseError], None]) -> Iterator[tuple[Path, np.ndarray]]:
+    """(path, HxWx3 uint8) in input order, decoded up to `ahead` images in advance; unreadable
+    images go to `skip` instead."""
+    pending: deque[tuple[Path, Future]] = deque()
+    queue = iter(images)
+    for path in queue:
+        pending.append((path, pool.submit(read_image, path)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        path, future = pending.popleft()
+        next_path = next(queue, None)
+        if next_path is not None:
+            pending.append((next_path, pool.submit(read_image, next_path)))
+        try:
+            yield path, future.result()
+        except PixelwiseError as err:  # one bad file must not stop a folder of good ones
+            skip(path, err)
+
+
+class _Writes:
+    """Write jobs in flight, at most `limit`: a slow disk holds the model back instead of filling
+    memory. A failed write (disk full, say) raises here and stops the run."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int):
+        self.pool, self.limit, self.jobs, self.finished = pool, limit, deque(), 0
+
+    def submit(self, fn, *args) -> None:
+        while len(self.jobs) >= self.limit:
+            self._wait_oldest()
+        self.jobs.append(self.pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        while self.jobs:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        self.jobs.popleft().result()
+        self.finished += 1
+
+
+def _yield_cpu() -> None:
+    """Lower this helper thread's CPU priority (Linux nice values are per thread), so decoding and
+    PNG compression fill the gaps the model leaves instead of stalling its intra-op threads."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
+    except (AttributeError, OSError):  # not on Linux/Unix, or not permitted: run at normal priority
+        pass
