@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_pair
+from pairs import write_pair
 from pixelwise.cli import main
 
 

@@ -106,6 +106,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="loss weights from training pixel counts (default: %(default)s)")
     p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out images whose image or mask is unreadable, mis-sized or mislabelled, log each, "
+                   "and list them all again at the end (default: stop on the first run of problems)")
     p.add_argument("--workers", type=int, default=d["workers"], help="data loader processes (default: %(default)s)")
     p.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"), help="default: %(default)s")
     p.add_argument("--seed", type=int, default=d["seed"], help="default: %(default)s")

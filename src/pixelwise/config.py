@@ -31,6 +31,7 @@ class TrainConfig:
     jitter: float = 0.2  # brightness/contrast jitter strength
     class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
+    skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping
     workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores
     device: str = "auto"
     seed: int = 0

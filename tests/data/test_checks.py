@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_pair
+from pairs import write_pair
 from pixelwise.data import checks
 from pixelwise.data.checks import (BAD_LABEL, DUPLICATE, EXIF_ORIENTATION, LEAKAGE, MISSING_IMAGE, MISSING_MASK,
                                    NEAR_DUPLICATE, RGB_MASK, SIZE_MISMATCH, STRAY_MASK, UNREADABLE, CheckReport,
@@ -273,7 +273,7 @@ def test_each_file_is_decoded_once(folder_dataset, monkeypatch):
     opened = []
     real_open = Image.open
     monkeypatch.setattr(checks.Image, "open",
-                        lambda path, *a, **k: opened.append(Path(path)) or real_open(path, *a, **k))
+                        lambda path, *a, **k: opened.append(Path(getattr(path, "name", path))) or real_open(path, *a, **k))
     check_dataset(folder_dataset, log=quiet)
     assert len(opened) == 24 and len(set(opened)) == 24
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_pair
+from pairs import write_pair
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.errors import DataError
 

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import write_pair
+from pairs import write_pair
 from pixelwise.data.formats import detect_format, hash_split, load_spec
 from pixelwise.errors import DataError
 

@@ -13,7 +13,7 @@ from PIL import Image
 from pixelwise.data.formats import load_spec
 from pixelwise.data.splits import MIN_SPREAD, class_order, split_dataset, stratified_split
 from pixelwise.errors import DataError
-from conftest import write_pair
+from pairs import write_pair
 
 FRACTIONS = [
     {"train": 0.8, "val": 0.1, "test": 0.1},

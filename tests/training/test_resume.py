@@ -134,3 +134,22 @@ def test_sigkill_at_random_moments_then_resume_auto_ends_bit_identical(nuclei_ro
             load_checkpoint(cut / "last.pt")  # never damaged, whenever the kill came
     subprocess.run(args + ["--out", str(cut)], check=True, capture_output=True)
     assert_same_weights(weights(whole), weights(cut))
+
+
+def test_skip_bad_trains_on_the_rest_and_lists_every_skipped_file(folder_dataset, tmp_path):
+    from PIL import Image
+
+    (folder_dataset / "images" / "img04.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # corrupt, mid-dataset
+    Image.new("L", (5, 5)).save(folder_dataset / "masks" / "img07.png")  # wrong size
+    (folder_dataset / "masks" / "img09.png").unlink()  # no mask
+    with pytest.raises(PixelwiseError) as err:  # without --skip-bad: stop, naming every file
+        train(folder_dataset, tmp_path / "run", epochs=1, log=lambda _: None, **FAST)
+    assert all(f"img0{i}.png" in str(err.value) for i in (4, 7, 9))
+    lines = []
+    summary = train(folder_dataset, tmp_path / "run", epochs=1, skip_bad=True, log=lines.append, **FAST)
+    assert sorted(summary["skipped"]) == sorted(str(folder_dataset / p) for p in
+                                                ("images/img04.png", "masks/img07.png", "images/img09.png"))
+    assert lines[-4].startswith("--skip-bad left out 3 problem files")
+    assert [name for name in ("img04", "img07", "img09") if any(name in line for line in lines[-3:])] == \
+        ["img04", "img07", "img09"]
+    assert any("training fcn8s/efficientnet_lite0 on" in line and "validating on" in line for line in lines)

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from pixelwise.data.duplicates import file_digest, group_hashes, perceptual_hash
 from pixelwise.data.formats import (FORMATS, SPLITS, DatasetSpec, detect_format, find_mask, hash_split, images_in,
                                     read_header)
-from pixelwise.data.io import IMAGE_SUFFIXES, to_rgb_array, write_label_png
+from pixelwise.data.io import IMAGE_SUFFIXES, exif_orientation, load_image, to_rgb_array, upright, write_label_png
 from pixelwise.errors import DataError
 
 # Problem kinds, one per thing a user does differently to fix it.
@@ -49,7 +49,6 @@ STATS_DIRNAME = ".pixelwise"  # default --out for stats.json and stats.png, insi
 BACKUP_DIRNAME = ".pixelwise-backup"  # originals of every file --fix changed or moved
 NEAR_DISTANCE = 4  # phash bits: re-encodes and light edits differ by 0-4, different photos by ~32
 
-_ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that shows the photo upright (EXIF 2.3, tag 274).
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -297,17 +296,16 @@ class _MaskFacts:
 
 
 def _open(path: Path) -> tuple[Image.Image | None, str]:
-    """-> (fully decoded image, "") or (None, why not). A truncated file fails here, not later."""
+    """-> (fully decoded image, "") or (None, why not). A truncated file or a decompression bomb fails
+    here, with io's protections and wording, not later."""
     try:
-        img = Image.open(path)
-        img.load()
-        return img, ""
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        return None, str(err) or type(err).__name__
+        return load_image(path), ""
+    except DataError as err:
+        return None, str(err).removeprefix(f"{path}: ")
 
 
 def _unreadable(path: Path, why: str, what: str) -> Problem:
-    return Problem(path, UNREADABLE, f"cannot read this {what} ({why})",
+    return Problem(path, UNREADABLE, why,
                    f"re-export or re-download it, or remove it and its {'mask' if what == 'image' else 'image'}")
 
 
@@ -315,8 +313,8 @@ def _inspect_image(path: Path) -> _ImageFacts:
     img, why = _open(path)
     if img is None:
         return _ImageFacts([_unreadable(path, why, "image")])
-    orientation = img.getexif().get(_ORIENTATION_TAG, 1)
-    rgb = to_rgb_array(ImageOps.exif_transpose(img))
+    orientation = exif_orientation(img)
+    rgb = to_rgb_array(upright(img))
     # The decoded pixels feed the perceptual hash here, so duplicates cost no second decode.
     return _ImageFacts([], raw_size=img.size, size=(rgb.shape[1], rgb.shape[0]), orientation=orientation,
                        phash=perceptual_hash(rgb), digest=file_digest(path))
@@ -380,7 +378,7 @@ def _inspect_mask(path: Path, lookup: dict[int, int]) -> _MaskFacts:
     img, why = _open(path)
     if img is None:
         return _MaskFacts([_unreadable(path, why, "mask")])
-    img = ImageOps.exif_transpose(img)  # as io.read_mask does
+    img = upright(img)  # as io.read_mask does
     labels, problems = _mask_labels(path, img, lookup)
     if labels is None:
         return _MaskFacts(problems)
@@ -558,16 +556,34 @@ def problems_error(report: CheckReport, kinds: frozenset[str] | None = BLOCKING_
                      + "\n  ".join(lines))
 
 
-def check_before_use(root: str | Path, format: str = "auto", log: Callable[[str], None] = print) -> CheckReport:
-    """What `train` and `advise` run first: the whole checker, so one code path judges a dataset. Problems that
-    break training stop here, naming every file; duplicates and leakage are logged and training goes on."""
-    report = check_dataset(root, format, log=lambda _: None)
-    raise_for_problems(report)
-    kinds = Counter(p.kind for p in report.problems)
+def check_before_use(root: str | Path, format: str = "auto", log: Callable[[str], None] = print,
+                     skip_bad: bool = False) -> tuple[DatasetSpec, list[Problem]]:
+    """What `train` and `advise` run first: the whole checker, so one code path judges a dataset.
+
+    Problems that break training stop here, naming every file, unless `skip_bad`: then each image whose
+    image or mask has such a problem is left out, named in the log, and returned so that the caller can
+    list it again at the end: nothing is dropped silently. Duplicates and leakage are logged and training
+    goes on. -> (the spec of the usable pairs, the problems that made pairs skipped)."""
+    header, samples, pairing = list_samples(root, format)
+    report = check_samples(header, samples, pairing)
+    if not skip_bad:
+        raise_for_problems(report)
+    blocking = [p for p in report.problems if p.kind in BLOCKING_KINDS]
+    bad = {p.path for p in blocking} | {p.related for p in blocking if p.related is not None}
+    spec = DatasetSpec(header.root, header.format, header.class_names, header.ignore_index, palette=header.palette)
+    for sample in samples:
+        if sample.mask is not None and sample.image not in bad and sample.mask not in bad:
+            spec.splits.setdefault(sample.split, []).append((sample.image, sample.mask))
+    for problem in blocking:
+        log(f"skipped: {problem.line()}")
+    kinds = Counter(p.kind for p in report.problems if p.kind not in BLOCKING_KINDS)
     if kinds:
         found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(kinds.items()))
         log(f"data check: {found} (`pixelwise data check {root}` lists them)")
-    return report
+    if not any(spec.splits.values()):
+        raise DataError(f"{root}: no usable image in this {header.format} dataset"
+                        + (f" ({len(blocking)} skipped for problems)" if blocking else ""))
+    return spec, blocking
 
 
 def raise_for_problems(report: CheckReport, kinds: frozenset[str] | None = BLOCKING_KINDS, limit: int = 10) -> None:
@@ -649,7 +665,7 @@ def apply_fixes(report: CheckReport, log: Callable[[str], None] = print) -> list
             convert.add(p.path)
         elif p.kind == EXIF_ORIENTATION:
             with Image.open(p.path) as photo:
-                rotate[p.related] = photo.getexif().get(_ORIENTATION_TAG, 1)
+                rotate[p.related] = exif_orientation(photo)
         elif p.kind == STRAY_MASK:
             backup = _keep_original(report.root, p.path, under="stray", move=True)
             fixed.append(Fixed(p.path, "moved aside: it has no image", backup))

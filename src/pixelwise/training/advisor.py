@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import load_spec, split_pairs
+from pixelwise.data.formats import DatasetSpec, split_pairs
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.encoders import create_encoder
@@ -166,13 +166,11 @@ def decide(images: int, shift: float) -> tuple[str, str, str]:
     return quadrant, strategy, reason
 
 
-def advise(data: str | Path, backbone: str = "efficientnet_lite0", format: str = "auto",
-           backbone_weights: str | None = None, log: Callable[[str], None] = print, check: bool = True) -> Advice:
+def advise(data: str | Path | DatasetSpec, backbone: str = "efficientnet_lite0", format: str = "auto",
+           backbone_weights: str | None = None, log: Callable[[str], None] = print) -> Advice:
     """Measure the training split of `data` on both axes. -> Advice (quadrant, strategy, evidence).
-    `check`: run the data checker first (`train` has already run it)."""
-    if check:
-        check_before_use(data, format, log)
-    spec = load_spec(data, format)
+    `data`: a dataset folder, which the data checker reads first, or a spec already checked (`train`'s)."""
+    spec = data if isinstance(data, DatasetSpec) else check_before_use(data, format, log)[0]
     train_pairs, _ = split_pairs(spec, log=lambda message: None)
     dataset = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index).preload("reading train")
     evidence = {**size_evidence(dataset, spec.class_names),

@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -22,7 +21,8 @@ from pixelwise.checkpoint import class_differences, config_differences, load_che
 from pixelwise.config import TrainConfig
 from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import DatasetSpec, load_spec, split_pairs
+from pixelwise.data.formats import DatasetSpec, split_pairs
+from pixelwise.data.io import open_image
 from pixelwise.data.transforms import to_tensors, train_transform
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.models.registry import create_model
@@ -45,9 +45,8 @@ def clamp_crop(crop_size, dataset: SegmentationDataset) -> tuple[int, int]:
 def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
     """Estimate decoded size from the first image's header (RGB + uint8 mask = 4 bytes a pixel)."""
     try:
-        with Image.open(pairs[0][0]) as first:
-            w, h = first.size
-    except OSError:
+        w, h = open_image(pairs[0][0]).size
+    except DataError:
         return True  # unreadable: preload will name the file
     return w * h * 4 * len(pairs) < limit_bytes
 
@@ -148,11 +147,10 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     return model
 
 
-def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print,
+def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log: Callable[[str], None] = print,
                  ctx: Dist = Dist()):
-    """Dataset folder -> (spec, train set with joint transforms, val set, train loader, weighted loss).
-    Every image and mask is read and checked here, before any training."""
-    spec = load_spec(cfg.data, cfg.format)
+    """Checked dataset -> (spec, train set with joint transforms, val set, train loader, weighted loss).
+    Every image and mask is read here, before any training."""
     train_pairs, val_pairs = split_pairs(spec, log)
     cache = fits_in_memory(train_pairs + val_pairs)
     if not cache:
@@ -184,7 +182,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, log: Callable[[str], No
     return spec, train_set, val_set, loader, loss_fn
 
 
-def resolve_strategy(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> TrainConfig:
+def resolve_strategy(cfg: TrainConfig, spec: DatasetSpec, out: Path, log: Callable[[str], None]) -> TrainConfig:
     """`auto` becomes the advisor's pick, written to out/advice.json."""
     if cfg.strategy != "auto":
         return cfg
@@ -192,7 +190,7 @@ def resolve_strategy(cfg: TrainConfig, out: Path, log: Callable[[str], None]) ->
         log("strategy auto: no pretrained weights to transfer, so every layer trains from scratch")
         return replace(cfg, strategy="scratch")
     try:
-        advice = advisor.advise(cfg.data, cfg.backbone, cfg.format, cfg.backbone_weights, log=log, check=False)
+        advice = advisor.advise(spec, cfg.backbone, backbone_weights=cfg.backbone_weights, log=log)
     except DataError:
         raise  # the data's problem, named as such, not the backbone's
     except PixelwiseError as error:
@@ -270,6 +268,7 @@ class Run:
     dtype: torch.dtype | None
     state: TrainState
     ctx: Dist = Dist()
+    skipped: list = field(default_factory=list)  # data problems whose pairs --skip-bad left out
 
 
 # ---------------------------------------------------------------- setup, loop, saving
@@ -316,13 +315,14 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     ckpt = load_checkpoint(last) if resume else None
     if ckpt is not None and cfg.strategy == "auto":
         cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
-    check_before_use(cfg.data, cfg.format, log)  # every data problem, named, before any work
+    # every data problem, named, before any work; with --skip-bad the pairs they touch are left out
+    checked, skipped = check_before_use(cfg.data, cfg.format, log, skip_bad=cfg.skip_bad)
     if model is None:
         # the advisor runs once, on rank 0; the others take its decision
-        cfg = distributed.broadcast_object(resolve_strategy(cfg, out, log) if ctx.main else None, ctx)
+        cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
 
-    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, device, log, ctx)
+    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, checked, device, log, ctx)
     if ckpt is not None:
         check_resumable(ckpt, cfg, spec, last)
     if model is None:
@@ -351,7 +351,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
-               train_set, val_set, device, dtype, state, ctx)
+               train_set, val_set, device, dtype, state, ctx, skipped)
 
 
 def _quiet(_: str) -> None:
@@ -457,5 +457,10 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
         distributed.shutdown()
     if run.state.epoch == start_epoch:
         raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
+    if run.skipped:
+        log(f"--skip-bad left out {len(run.skipped)} problem file{'s' if len(run.skipped) > 1 else ''}:")
+        for problem in run.skipped:
+            log(f"  {problem.line()}")
     return {"best_mean_iou": run.state.best_mean_iou, "epochs": run.state.epoch, "minutes": run.state.elapsed_s / 60,
-            "out": str(run.out), "best_checkpoint": str(run.out / "best.pt")}
+            "out": str(run.out), "best_checkpoint": str(run.out / "best.pt"),
+            "skipped": [str(p.path) for p in run.skipped]}

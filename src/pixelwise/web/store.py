@@ -24,14 +24,13 @@ import numpy as np
 from PIL import Image
 
 from pixelwise.data.checks import Sample, backup_path, discover_samples
-from pixelwise.data.io import read_image, read_mask, write_label_png
+from pixelwise.data.io import exif_orientation, open_image, read_image, read_mask, upright_size, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
 
 IGNORE = 255  # the ignore label in client space
 NO_MASK = "absent"  # the version of a mask that does not exist yet
 BROWSER_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # served as stored; anything else is re-encoded as PNG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_ORIENTATION_TAG = 0x0112
 
 
 class Refused(PixelwiseError):
@@ -192,10 +191,7 @@ class Store:
 
     def image_size(self, item: Item) -> tuple[int, int]:
         """(width, height) as read_image shows the image, EXIF rotation applied; reads only the header."""
-        with Image.open(self._checked(item.image)) as img:
-            w, h = img.size
-            turned = img.getexif().get(_ORIENTATION_TAG, 1) in (5, 6, 7, 8)
-        return (h, w) if turned else (w, h)
+        return upright_size(self._checked(item.image))
 
     def image_payload(self, item: Item) -> tuple[bytes, str]:
         """-> (bytes, media type) the browser decodes to exactly the pixels read_image gives.
@@ -204,10 +200,9 @@ class Store:
         transparent or TIFF images are decoded as pixelwise decodes them and sent as PNG.
         """
         path = self._checked(item.image)
-        with Image.open(path) as img:
-            as_stored = (img.format in BROWSER_FORMATS and img.mode in ("RGB", "L")
-                         and img.getexif().get(_ORIENTATION_TAG, 1) == 1)
-            fmt = img.format
+        img = open_image(path)
+        as_stored = img.format in BROWSER_FORMATS and img.mode in ("RGB", "L") and exif_orientation(img) == 1
+        fmt = img.format
         if as_stored:
             return path.read_bytes(), f"image/{fmt.lower()}"
         buf = io.BytesIO()

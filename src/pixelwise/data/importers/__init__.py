@@ -15,7 +15,6 @@ only at the end, and the source is only ever read.
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import uuid
@@ -24,11 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pixelwise.data.formats import SPLITS, load_spec
-from pixelwise.data.io import IMAGE_SUFFIXES, default_palette, write_label_png
+# open_image (header only, size-checked) is io's; the source modules import it from here
+from pixelwise.data.io import (IMAGE_SUFFIXES, default_palette, load_image, open_image, upright,
+                               upright_size, write_label_png)
 from pixelwise.errors import DataError
 
 SOURCES = ("coco", "labelme", "cvat", "rgb", "cityscapes")
@@ -39,7 +39,7 @@ LINE_WIDTH = 10  # labelme's shape_to_mask default for line and linestrip shapes
 MAX_CLASSES = 255  # 0-254: 255 is the ignore value of a uint8 mask
 
 # What a malformed annotation raises while it is decoded: the item is reported, the import goes on.
-CONVERT_ERRORS = (DataError, KeyError, TypeError, ValueError, IndexError)
+CONVERT_ERRORS = (DataError, KeyError, TypeError, ValueError, IndexError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -303,23 +303,10 @@ def swap_into_place(tmp: Path, dst: Path) -> None:
 
 # --- helpers the source modules share -------------------------------------------------------------
 
-def open_image(data: Path | bytes, name: str) -> Image.Image:
-    """A lazily decoded PIL image from a file or encoded bytes; DataError naming `name` if unreadable."""
-    try:
-        return Image.open(data if isinstance(data, Path) else io.BytesIO(data))
-    except FileNotFoundError:
-        raise DataError(f"{name}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{name}: cannot read image ({err}); is it a valid image file?") from None
-
-
 def image_size(data: Path | bytes, name: str) -> tuple[int, int]:
-    """-> (height, width) as `read_image` will see it: EXIF-rotated photos swap their sides.
-    Only the header is read."""
-    img = open_image(data, name)
-    w, h = img.size
-    # EXIF orientations 5-8 are the transposing ones (90 or 270 degrees)
-    return (w, h) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+    """-> (height, width) as `read_image` will see it."""
+    w, h = upright_size(data, name)
+    return h, w
 
 
 def image_suffix(data: bytes, name: str) -> str:
@@ -330,11 +317,7 @@ def image_suffix(data: bytes, name: str) -> str:
 
 def read_colour_mask(data: Path | bytes, name: str) -> np.ndarray:
     """A colour-coded mask -> HxWx3 uint8. Palette PNGs are expanded to their colours."""
-    img = open_image(data, name)
-    try:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            raise DataError(f"{name}: {img.mode} image is not a colour mask; save masks as RGB or palette PNGs")
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except OSError as err:  # truncated files fail only when the pixels are decoded
-        raise DataError(f"{name}: cannot read image ({err}); is it a valid image file?") from None
+    img = upright(load_image(data, name))
+    if img.mode == "F" or img.mode.startswith("I"):
+        raise DataError(f"{name}: {img.mode} image is not a colour mask; save masks as RGB or palette PNGs")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)

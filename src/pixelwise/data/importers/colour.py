@@ -24,8 +24,8 @@ from typing import Callable
 import numpy as np
 
 from pixelwise.data.formats import SPLITS
-from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, open_image, read_colour_mask
-from pixelwise.data.io import IMAGE_SUFFIXES
+from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, read_colour_mask
+from pixelwise.data.io import IMAGE_SUFFIXES, load_image
 from pixelwise.errors import DataError
 
 IGNORE_NAMES = ("ignore", "void", "__ignore__")
@@ -225,7 +225,7 @@ def read_cityscapes(src: Path, opts: ImportOptions, log: Callable[[str], None] =
 
 
 def convert_label_ids(mask: Path, image: Path, lut: np.ndarray, where: str) -> Sample:
-    img = open_image(mask, where)
+    img = load_image(mask, where)  # decoded now: a truncated file is a DataError, not an OSError later
     if img.mode not in ("L", "P", "I", "I;16"):
         raise DataError(f"{where}: mode {img.mode}; a *_gtFine_labelIds.png holds one label id per pixel")
     ids = np.asarray(img).astype(np.int64)

@@ -25,12 +25,14 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, image_size, image_suffix, open_image
+from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, image_size, image_suffix
+from pixelwise.data.io import load_image
 from pixelwise.errors import DataError
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABELS = ("_background_", "background")
 POINT_RADIUS = 5  # labelme's point_size
+MAX_RADIUS = 1 << 16  # PIL's ellipse draws up to here reliably; a circle this big on a real image covers it
 
 
 def read_labelme(src: Path, opts: ImportOptions, log: Callable[[str], None] = print) -> Source:
@@ -96,10 +98,13 @@ def read_labels(path: Path) -> tuple[str, ...]:
 def convert_file(path: Path, class_of: dict[str, int], labels_file: str | None, line_width: int) -> Sample:
     data = load_labelme(path)
     image, suffix = find_image(data, path)
-    h, w = data.get("imageHeight"), data.get("imageWidth")
-    if not (h and w):
-        h, w = image_size(image, str(path))
-    labels = np.zeros((int(h), int(w)), dtype=np.uint8)
+    h, w = image_size(image, str(path))
+    declared = data.get("imageHeight"), data.get("imageWidth")
+    # the shapes were drawn on the image as shown; a JSON that says otherwise belongs to another image
+    if all(declared) and declared != (h, w):
+        raise DataError(f"{path}: the annotation is {declared[1]!r}x{declared[0]!r} but its image is {w}x{h} "
+                        "(width x height); the annotation must be drawn on this image")
+    labels = np.zeros((h, w), dtype=np.uint8)
     for shape in data["shapes"]:
         region = shape_to_region(shape, labels.shape, line_width, path)
         label = shape_label(shape, path)
@@ -112,7 +117,10 @@ def convert_file(path: Path, class_of: dict[str, int], labels_file: str | None, 
 
 def find_image(data: dict, path: Path) -> tuple[Path | bytes, str]:
     """The image beside the JSON, or the embedded imageData when the file is missing."""
-    rel = (data.get("imagePath") or "").replace("\\", "/")
+    rel = data.get("imagePath") or ""
+    if not isinstance(rel, str):
+        raise DataError(f"{path}: imagePath is {rel!r}, not a file name")
+    rel = rel.replace("\\", "/")
     if rel:  # as saved, else beside the JSON: Windows and moved folders break the saved relative path
         for image in (path.parent / rel, path.parent / PurePosixPath(rel).name):
             if image.is_file():
@@ -131,6 +139,7 @@ def shape_to_region(shape: dict, hw: tuple[int, int], line_width: int, path: Pat
     """One labelme shape -> HxW bool, drawn as labelme's shape_to_mask draws it."""
     kind = shape.get("shape_type") or "polygon"  # old files leave shape_type null for polygons
     xy = [(float(x), float(y)) for x, y in shape["points"]]
+    check_points(xy, hw, shape, path)
     if kind == "mask":
         return place_patch(shape, xy, hw, path)
     need = {"rectangle": 2, "circle": 2, "line": 2, "point": 1}
@@ -148,6 +157,11 @@ def shape_to_region(shape: dict, hw: tuple[int, int], line_width: int, path: Pat
     elif kind == "circle":
         (cx, cy), (px, py) = xy
         r = math.hypot(cx - px, cy - py)
+        if r >= max(math.hypot(x - cx, y - cy) for x in (0, hw[1]) for y in (0, hw[0])) + 1:
+            return np.ones(hw, dtype=bool)  # covers every pixel; PIL's ellipse hangs on some radii near 10^6
+        if r > MAX_RADIUS:
+            raise DataError(f"{path}: circle '{shape.get('label')}' has radius {r:g}, more than the {MAX_RADIUS} "
+                            "pixels pixelwise can draw")
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
     elif kind in ("line", "linestrip"):
         draw.line(xy, fill=1, width=line_width)
@@ -160,6 +174,19 @@ def shape_to_region(shape: dict, hw: tuple[int, int], line_width: int, path: Pat
     return np.asarray(canvas, dtype=bool)
 
 
+def check_points(xy: list[tuple[float, float]], hw: tuple[int, int], shape: dict, path: Path) -> None:
+    """Refuse points PIL would draw wrongly without a word: NaN and infinite coordinates draw stray pixels,
+    and beyond about 2^31 they wrap around. Tools keep points on the image; an image size of slack is allowed."""
+    h, w = hw
+    for x, y in xy:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise DataError(f"{path}: shape '{shape.get('label')}' has a point at ({x}, {y}); coordinates must be "
+                            "finite numbers")
+        if not (-w <= x <= 2 * w and -h <= y <= 2 * h):
+            raise DataError(f"{path}: shape '{shape.get('label')}' has a point at ({x:g}, {y:g}), more than an "
+                            f"image width or height outside the {w}x{h} image")
+
+
 def place_patch(shape: dict, xy: list[tuple[float, float]], hw: tuple[int, int], path: Path) -> np.ndarray:
     """A mask shape: its PNG patch spans the pixels from point 1 to point 2, both included."""
     if len(xy) != 2 or not shape.get("mask"):
@@ -168,7 +195,7 @@ def place_patch(shape: dict, xy: list[tuple[float, float]], hw: tuple[int, int],
         raw = base64.b64decode(shape["mask"], validate=True)
     except (binascii.Error, ValueError, TypeError):
         raise DataError(f"{path}: mask shape '{shape.get('label')}' is not valid base64") from None
-    patch = np.asarray(open_image(raw, f"{path} (mask of '{shape.get('label')}')"))
+    patch = np.asarray(load_image(raw, f"{path} (mask of '{shape.get('label')}')"))
     patch = patch.any(axis=2) if patch.ndim == 3 else patch.astype(bool)
     (x0, y0), (x1, y1) = (tuple(int(v) for v in p) for p in xy)  # labelme truncates to int
     region = np.zeros(hw, dtype=bool)
