@@ -1,0 +1,102 @@
+"""Memory stays bounded: resident memory (RSS) across 20 epochs of training and across a 10,000-image
+predict run must stay flat (under 5% growth after warm-up).
+
+    python benchmarks/memory.py [--epochs 20] [--images 10000]
+
+Training runs the bundled sample (the demo's recipe); prediction runs the predict pipeline over 10,000
+links to the sample's 16 tiles, each under its own name, with the demo's checkpoint. RSS is read from
+/proc/self/status every 0.2 s by a thread. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import machine
+
+from pixelwise.api import train
+from pixelwise.demo import sample_root
+from pixelwise.inference.pipeline import predict_folder
+from pixelwise.inference.predict import load
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Sampler(threading.Thread):
+    """RSS over time, in the background."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.running = True
+
+    def run(self):
+        start = time.perf_counter()
+        while self.running:
+            self.samples.append((time.perf_counter() - start, rss_mb()))
+            time.sleep(0.2)
+
+    def stop(self) -> list[tuple[float, float]]:
+        self.running = False
+        self.join()
+        return self.samples
+
+
+def growth(after_warmup: float, end: float) -> float:
+    return round(100 * (end - after_warmup) / after_warmup, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--images", type=int, default=10000)
+    args = parser.parse_args()
+    result = {"machine": machine()}
+    print(f"machine: {result['machine']}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        per_epoch = []
+        train(sample_root(), out=tmp / "run", epochs=args.epochs, val_every=1,
+              log=lambda line: per_epoch.append(rss_mb()) if line.startswith("epoch") else None)
+        # the first epoch allocates the optimizer state and the caches: growth counts from epoch 2
+        result["training"] = {"epochs": len(per_epoch), "rss_mb_epoch_2": round(per_epoch[1], 1),
+                              "rss_mb_last": round(per_epoch[-1], 1), "rss_mb_max": round(max(per_epoch), 1),
+                              "growth_percent": growth(per_epoch[1], per_epoch[-1])}
+        print(f"training: {result['training']}", flush=True)
+
+        tiles = sorted((sample_root() / "images").glob("*.png"))
+        folder = tmp / "many"
+        folder.mkdir()
+        images = []
+        for i in range(args.images):
+            link = folder / f"img{i:05d}.png"
+            link.symlink_to(tiles[i % len(tiles)])
+            images.append(link)
+        predictor = load(tmp / "run" / "best.pt")
+        sampler = Sampler()
+        sampler.start()
+        summary = predict_folder(predictor, images, tmp / "predictions", overlay=True, log=lambda _: None)
+        samples = sampler.stop()
+        total = samples[-1][0]
+        warm = [mb for t, mb in samples if 0.1 * total <= t <= 0.15 * total]  # after the first 10%
+        tail = [mb for t, mb in samples if t >= 0.9 * total]
+        result["predict"] = {"images": summary.written, "images_per_s": round(summary.images_per_s, 1),
+                             "rss_mb_at_10pct": round(max(warm), 1), "rss_mb_last_10pct": round(max(tail), 1),
+                             "rss_mb_max": round(max(mb for _, mb in samples), 1),
+                             "growth_percent": growth(max(warm), max(tail))}
+        print(f"predict: {result['predict']}", flush=True)
+    result["target_growth_percent"] = 5
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
