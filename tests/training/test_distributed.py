@@ -17,13 +17,14 @@ ONE_STEP = ["--strategy", "head", "--class-weighting", "none", "--precision", "f
             "--batch-size", "8", "--crop-size", "64", "--infer-scale", "1", "--seed", "5"]
 
 
-def train(nuclei_root, out, *extra, nproc=1, check=True, **popen):
+def train(nuclei_root, out, *extra, nproc=1, stderr=None):
+    """Run `pixelwise train`; with `stderr` (an open file) start it and return the Popen."""
     args = [sys.executable, "-m", "pixelwise", "train", "--data", str(nuclei_root), "--out", str(out), *map(str, extra)]
     if nproc > 1:
         args += ["--nproc", str(nproc)]
-    if popen:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
-    return subprocess.run(args, capture_output=True, text=True, check=check)
+    if stderr is not None:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr)
+    return subprocess.run(args, capture_output=True, text=True, check=True)
 
 
 def test_one_step_on_two_processes_equals_one_process_on_the_same_global_batch(nuclei_root, tmp_path):
@@ -69,7 +70,8 @@ def test_killing_one_rank_stops_the_job_and_resume_auto_continues_it(nuclei_root
     out = tmp_path / "run"
     recipe = ["--epochs", "40", "--batch-size", "4", "--crop-size", "64", "--strategy", "full", "--val-every", "1000",
               "--resume", "auto"]
-    job = train(nuclei_root, out, *recipe, nproc=2, popen=True)
+    log = open(tmp_path / "stderr.txt", "w")
+    job = train(nuclei_root, out, *recipe, nproc=2, stderr=log)
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -81,7 +83,8 @@ def test_killing_one_rank_stops_the_job_and_resume_auto_continues_it(nuclei_root
     except subprocess.TimeoutExpired:
         job.kill()
         pytest.fail("the job hung after one rank was killed")
-    assert job.returncode == 2 and "--resume auto" in job.stderr.read()
+    log.close()
+    assert job.returncode == 2 and "--resume auto" in (tmp_path / "stderr.txt").read_text()
     stopped_at = load_checkpoint(out / "last.pt")["state"]["epoch"]
     assert 1 <= stopped_at < 40
     train(nuclei_root, out, *recipe, nproc=2)
