@@ -1,13 +1,13 @@
 """Shared pieces of the benchmarks: where CamVid lives, one training run, CPU latency."""
 from __future__ import annotations
 
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from cpu import cpu_model
 
 from pixelwise.api import evaluate
 from pixelwise.config import TrainConfig
@@ -17,16 +17,6 @@ from pixelwise.runtime import inference_setup, predict_logits
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-
-
-def cpu_model() -> str:
-    """lscpu's model name: the CPU changes between machines, so every figure names it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                platform.machine())
 
 
 def machine() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -25,20 +24,13 @@ import numpy as np
 import torch
 
 # Only inference modules: the benchmark's own RSS is the figure, and common.py loads the trainer.
+from cpu import cpu_model
+
 from pixelwise.data.io import read_image
 from pixelwise.inference.engines import TorchEngine
 from pixelwise.inference.predict import Predictor
 from pixelwise.inference.tiling import class_argmax, predict_tiled, tile_starts, to_batch
 from pixelwise.models.registry import create_model
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                platform.machine())
 
 
 def max_rss_mb() -> float:

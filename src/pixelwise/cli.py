@@ -370,9 +370,9 @@ def add_data_parsers(data) -> None:
                         "pixelwise data check data/mine --fix")
     p.add_argument("dir", metavar="DIR", help="dataset root (folder, CamVid or VOC layout)")
     p.add_argument("--format", default="auto", choices=formats, help="dataset layout (default: detect)")
-    p.add_argument("--fix", action="store_true", help="apply the safe fixes (EXIF orientation baked into the image, "
-                   "colour masks converted to indices, stray masks moved aside); originals go to "
-                   "DIR/.pixelwise-backup/")
+    p.add_argument("--fix", action="store_true", help="apply the safe fixes (a mask drawn on the un-rotated pixels "
+                   "of an EXIF-rotated photo turned to match it, colour masks converted to indices, stray masks "
+                   "moved aside); originals go to DIR/.pixelwise-backup/")
     p.add_argument("--out", metavar="DIR", help="folder for stats.json and stats.png (default: DIR/.pixelwise)")
     p.set_defaults(func=cmd_data_check)
 

@@ -7,14 +7,13 @@ holding the file stem and an optional caption line (an IoU, say). Drawn with PIL
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pixelwise.data.formats import Pair, load_spec
-from pixelwise.data.io import overlay, read_image, read_mask
+from pixelwise.data.io import overlay, read_image, read_mask, save_png_atomic
 from pixelwise.errors import DataError
 
 BACKGROUND = (32, 32, 32)
@@ -90,16 +89,6 @@ def _draw_cell(sheet: Image.Image, draw, x: int, y: int, image, mask, caption: s
         draw.text((x + 3, y + cell + 2 + line_no * LINE_H), _fit(draw, line, cell - 6, font), fill=TEXT, font=font)
 
 
-def _save_atomic(sheet: Image.Image, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def contact_sheet(items: list[tuple[np.ndarray, np.ndarray, str]], palette: np.ndarray, class_names,
                   out: Path, columns: int | None = None, cell: int = 256, ignore_index: int | None = None) -> Path:
     """Draw (HxWx3 uint8 image, HxW mask, caption) items as a PNG grid under a class legend -> `out`.
@@ -121,7 +110,8 @@ def contact_sheet(items: list[tuple[np.ndarray, np.ndarray, str]], palette: np.n
         x, y = (i % columns) * cell, top + (i // columns) * (cell + LABEL_H)
         _draw_cell(sheet, draw, x, y, image, mask, caption, palette, cell, font)
     out = Path(out)
-    _save_atomic(sheet, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_png_atomic(sheet, out)
     return out
 
 

@@ -264,6 +264,12 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) -
     _check_fits_png(labels, path)
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
+    save_png_atomic(img, path)
+
+
+def save_png_atomic(img: Image.Image, path: str | Path) -> None:
+    """Save as PNG through a temporary file renamed over `path`: readers see the old file or the new one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         img.save(tmp, format="PNG")

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pixelwise.data.io import overlay as blend_overlay
-from pixelwise.data.io import read_image, write_label_png
+from pixelwise.data.io import read_image, save_png_atomic, write_label_png
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.tiling import check_tiling, class_argmax, predict_tiled, to_batch
 
@@ -120,7 +120,7 @@ def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, pa
     """The files `Predictor.predict_to_files` writes, each one atomically."""
     write_label_png(out / f"{path.stem}.png", labels, palette)
     if overlay:
-        _save_png(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png")
+        save_png_atomic(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png")
 
 
 def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:
@@ -130,15 +130,6 @@ def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows
     for r in range(0, rgb.shape[0], rows):
         blended[r:r + rows] = blend_overlay(rgb[r:r + rows], labels[r:r + rows], palette)
     return blended
-
-
-def _save_png(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,
