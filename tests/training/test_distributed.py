@@ -89,3 +89,18 @@ def test_killing_one_rank_stops_the_job_and_resume_auto_continues_it(nuclei_root
     assert 1 <= stopped_at < 40
     train(nuclei_root, out, *recipe, nproc=2)
     assert load_checkpoint(out / "last.pt")["state"]["epoch"] == 40
+
+
+def test_progressive_unfreezing_trains_under_ddp(nuclei_root, tmp_path):
+    # DDP registers the trainable parameters when it is built, so each unfreezing rebuilds it; this checks
+    # that a progressive run completes on 2 processes and its unfrozen stages train (rank 0's weights)
+    before = load_checkpoint_after(nuclei_root, tmp_path / "start", epochs=1)
+    after = load_checkpoint_after(nuclei_root, tmp_path / "run", epochs=8)
+    early = [k for k in before if k.startswith("encoder") and k.endswith("weight") and before[k].dim() == 4][0]
+    assert not torch.equal(before[early], after[early])  # the first encoder stage was unfrozen and trained
+
+
+def load_checkpoint_after(nuclei_root, out, epochs):
+    train(nuclei_root, out, "--epochs", epochs, "--strategy", "progressive", "--batch-size", "8", "--crop-size", "64",
+          "--infer-scale", "1", "--val-every", "100", "--seed", "4", nproc=2)
+    return load_checkpoint(out / "last.pt")["model"]
