@@ -12,8 +12,8 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.predict import Predictor, load
-from pixelwise.checkpoint import class_differences, load_checkpoint, model_from_checkpoint
-from pixelwise.runtime import inference_setup
+from pixelwise.checkpoint import class_differences
+from pixelwise.inference.engines import create_engine, evaluate_engine
 from pixelwise.training import engine
 from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_confusion
@@ -40,21 +40,21 @@ def default_split(splits) -> str:
 
 def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None, format: str = "auto",
              json_path: str | Path | None = None, plot_path: str | Path | None = None,
-             device: str = "auto", precision: str = "auto") -> dict:
-    """Score a checkpoint on one split. -> the metrics dict (pixel_accuracy, mean_accuracy, mean_iou,
-    fw_iou, per_class_iou), also written to `json_path`; the confusion matrix goes to `plot_path`."""
-    ckpt = load_checkpoint(checkpoint)
+             device: str = "auto", precision: str = "auto", engine: str = "torch") -> dict:
+    """Score a checkpoint (or an exported .onnx) on one split, on `engine` (torch | onnxruntime | openvino).
+    -> the metrics dict (pixel_accuracy, mean_accuracy, mean_iou, fw_iou, per_class_iou), also written to
+    `json_path`; the confusion matrix goes to `plot_path`."""
+    runner = create_engine(engine, checkpoint, device=device, precision=precision)
     spec = load_spec(data, format)
     split = split or default_split(spec.splits)
-    class_names = ckpt["class_names"]
+    class_names = runner.meta["class_names"]
     diffs = class_differences(class_names, spec.class_names)
     if diffs:
         raise PixelwiseError(f"checkpoint {checkpoint} was trained on other classes than {data} holds:\n  - "
                              + "\n  - ".join(diffs))
     dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
-    model, device_, dtype = inference_setup(model_from_checkpoint(ckpt), device, precision)
-    scale = TrainConfig.from_dict(ckpt["config"]).infer_scale
-    matrix = engine.evaluate(model, dataset, device_, dtype, scale=scale, desc=f"evaluate {split}")
+    matrix = evaluate_engine(runner, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index),
+                             desc=f"evaluate {split}")
     metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),
                "confusion_matrix": matrix.matrix.tolist()}
     plot_path = Path(plot_path) if plot_path else Path(checkpoint).with_name(f"confusion_{split}.png")

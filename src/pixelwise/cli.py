@@ -1,4 +1,4 @@
-"""The `pixelwise` command: train | advise | data | annotate | evaluate | predict | models | explain | demo."""
+"""The `pixelwise` command: train | advise | data | annotate | evaluate | predict | export | models | explain | demo."""
 from __future__ import annotations
 
 import argparse
@@ -172,7 +172,7 @@ def cmd_evaluate(args) -> None:
     from pixelwise.api import evaluate, format_metrics
 
     metrics = evaluate(args.checkpoint, args.data, split=args.split, format=args.format, json_path=args.json,
-                       plot_path=args.plot, device=args.device, precision=args.precision)
+                       plot_path=args.plot, device=args.device, precision=args.precision, engine=args.engine)
     print(format_metrics(metrics))
     print(f"\nconfusion matrix: {metrics['confusion_plot']}" + (f"\nmetrics JSON: {args.json}" if args.json else ""))
 
@@ -193,9 +193,31 @@ def check_outputs(images: list[Path], out: Path) -> None:
                                      "choose another --out folder")
 
 
+def cmd_export(args) -> None:
+    from pixelwise.inference.export import export_onnx
+
+    if args.calibration and not args.int8:
+        raise PixelwiseError("--calibration picks the images int8 quantisation is calibrated on; add --int8")
+    export_onnx(Path(args.checkpoint), Path(args.onnx), int8=args.int8,
+                calibration=[Path(args.calibration)] if args.calibration else None, opset=args.opset)
+
+
+def load_predictor(args):
+    """The model behind `predict`, on the engine asked for; OpenVINO falls back to onnxruntime, saying why."""
+    from pixelwise.inference.engines import predictor_from
+
+    try:
+        return predictor_from(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision)
+    except PixelwiseError as err:
+        if args.engine != "openvino":
+            raise
+        print(f"{err}\nfalling back to --engine onnxruntime", file=sys.stderr)
+        return predictor_from(args.checkpoint, engine="onnxruntime", device=args.device, precision=args.precision)
+
+
 def cmd_predict(args) -> None:
     from pixelwise.inference.pipeline import predict_folder
-    from pixelwise.inference.predict import gather_images, load
+    from pixelwise.inference.predict import gather_images
     from pixelwise.inference.tiling import check_tiling
 
     images = gather_images(args.inputs)
@@ -203,7 +225,7 @@ def cmd_predict(args) -> None:
     check_outputs(images, out)
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)  # refused before the model loads
-    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    predictor = load_predictor(args)
     summary = predict_folder(predictor, images, out, batch_size=args.batch_size, overlay=not args.no_overlay,
                              tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr))
     print(f"wrote {summary.written} {'masks' if args.no_overlay else 'masks and overlays'} to {out} "
@@ -475,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=("auto", "camvid", "voc", "folder"), help="dataset layout")
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON here")
     p.add_argument("--plot", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime", "openvino"),
+                   help="torch (eager), onnxruntime or openvino; the ONNX engines export CKPT to <stem>.onnx beside "
+                   "it once (reused while newer than CKPT), or take an .onnx from pixelwise export as --checkpoint "
+                   "(default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.set_defaults(func=cmd_evaluate)
@@ -494,9 +520,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=128, metavar="PIXELS",
                    help="tile overlap, at most half of --tile (default: %(default)s)")
     p.add_argument("--no-overlay", action="store_true", help="write only the class-index PNGs")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime", "openvino"),
+                   help="torch (eager), onnxruntime or openvino; the ONNX engines export CKPT to <stem>.onnx beside "
+                   "it once (reused while newer than CKPT), or take an .onnx from pixelwise export as --checkpoint "
+                   "(default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a checkpoint as an ONNX model (onnxruntime, OpenVINO)",
+                       description="Dynamic batch, height and width; class names, palette, normalisation and "
+                       "inference scale inside, so the .onnx alone predicts. Example: pixelwise export "
+                       "--checkpoint runs/camvid/best.pt --onnx runs/camvid/best.onnx")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write (replaced atomically)")
+    p.add_argument("--int8", action="store_true",
+                   help="quantise to int8 (ONNX Runtime static QDQ), calibrated on 32 training images")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="with --int8: calibrate on the images in DIR instead of the checkpoint's training set")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list every model x backbone with its size and cost",
                        description="Parameters, GFLOPs and training activation memory of every registered model "

@@ -4,21 +4,310 @@
 
 at the input's size, with the checkpoint's inference scale applied inside. Predictor, tiling and the
 folder pipeline work on that contract alone, so an exported model runs wherever eager PyTorch does.
+
+- `TorchEngine`: the checkpoint's model in eager PyTorch.
+- `OnnxRuntimeEngine`, `OpenVinoEngine`: an .onnx file written by `pixelwise export` (see
+  inference.export). The graph is the network alone; the inference-scale resize before it and the
+  resize of the logits back after it run here, through the same `runtime.predict_logits` as eager
+  PyTorch, so engines differ from eager only inside the network.
+
+An engine made from a model file carries `meta`: class names, palette, ignore index, inference scale
+(see `checkpoint_metadata`), which is all a Predictor needs. onnxruntime, onnx and openvino are
+imported only when an engine that needs them is made: `import pixelwise` stays light.
 """
 from __future__ import annotations
 
-import torch
+import importlib
+import json
+import os
+from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+import pixelwise
+from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
+from pixelwise.config import TrainConfig
+from pixelwise.data.transforms import to_tensors
+from pixelwise.errors import PixelwiseError
 from pixelwise.runtime import inference_setup, predict_logits
 
+ENGINES = ("torch", "onnxruntime", "openvino")
+
+# What the exported graph takes and gives, written into every .onnx so the file explains itself.
+GRAPH_INPUT = "images: float32 (N, 3, H, W), RGB in 0..1 (8-bit pixel / 255), any N, H and W"
+GRAPH_OUTPUT = "logits: float32 (N, C, H, W) at the input's H and W; argmax over C is the class index"
+RESIZE = ("outside the graph: resize the image by infer_scale (bilinear, half-pixel centres, antialiased when "
+          "infer_scale < 1), run the graph, resize its logits back to the image size (bilinear, half-pixel); "
+          "pixelwise engines do both")
+
+
+def checkpoint_metadata(ckpt: dict, model: torch.nn.Module) -> dict:
+    """Everything needed to predict with a model besides its weights, as plain JSON types.
+    Written into exported .onnx files (metadata_props, one JSON value a key) and held by engines."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    encoder = model.encoder
+    return {
+        "pixelwise_version": pixelwise.__version__,
+        "class_names": list(ckpt["class_names"]),
+        "palette": [[int(v) for v in rgb] for rgb in ckpt["palette"]],
+        "ignore_index": int(ckpt["ignore_index"]),
+        "infer_scale": float(cfg.infer_scale),
+        "input": GRAPH_INPUT,
+        # The graph normalises itself: callers feed 0..1 RGB and never apply these.
+        "normalisation": {"inside_graph": True, "formula": "(images - mean) / std, per RGB channel",
+                          "mean": [round(float(v), 7) for v in encoder.mean.flatten()],
+                          "std": [round(float(v), 7) for v in encoder.std.flatten()]},
+        "output": GRAPH_OUTPUT,
+        "resize": RESIZE,
+        "architecture": {"model": cfg.model, "backbone": cfg.backbone, "upsample": cfg.upsample},
+        "precision": "fp32",  # an int8 export overwrites it
+        "checkpoint_sha256": ckpt.get("sha256"),
+    }
+
+
+REQUIRED_METADATA = ("class_names", "palette", "ignore_index", "infer_scale")
+
+
+def encode_metadata(meta: dict) -> dict[str, str]:
+    """-> ONNX metadata_props: one JSON string a key, so lists and numbers come back as they went in."""
+    return {key: json.dumps(value) for key, value in meta.items()}
+
+
+def decode_metadata(props: dict[str, str], path: Path) -> dict:
+    """ONNX metadata_props -> the metadata dict. Refuses a file that pixelwise did not export."""
+    missing = [key for key in REQUIRED_METADATA if key not in props]
+    if missing:
+        raise PixelwiseError(f"{path} has no pixelwise metadata ({', '.join(missing)} missing): it was not written by "
+                             "`pixelwise export`; export the checkpoint with `pixelwise export --checkpoint CKPT "
+                             "--onnx OUT.onnx`")
+    meta = {}
+    for key, value in props.items():
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:  # metadata added by other tools is kept as text
+            meta[key] = value
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of an .onnx file written by `pixelwise export` (see `checkpoint_metadata`)."""
+    path = Path(path)
+    onnx = import_optional("onnx", "onnx", "reading .onnx metadata")
+    if not path.is_file():
+        raise PixelwiseError(f"{path}: ONNX model not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises several types for a damaged file
+        raise PixelwiseError(f"{path} is not a readable ONNX model ({type(err).__name__}): re-export it") from None
+    return decode_metadata({p.key: p.value for p in model.metadata_props}, path)
+
+
+def import_optional(module: str, extra: str, purpose: str):
+    """Import an optional dependency, or say which pip extra brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PixelwiseError(f"{purpose} needs the {module.split('.')[0]} package, which is not installed: "
+                             f"pip install 'pixelwise[{extra}]'") from None
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyperthread siblings once: a second thread on the
+    same core only competes for the same vector units in convolution kernels."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        return len({Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text().strip()
+                    for c in cpus})
+    except (AttributeError, OSError):  # not Linux: no topology files
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- eager PyTorch
 
 class TorchEngine:
     """Eager PyTorch: the model on a device, bf16 autocast + channels_last where the hardware has native bf16."""
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0):
+    def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0,
+                 meta: dict | None = None):
         self.model, self.device, self.dtype = inference_setup(model, device, precision)
         self.scale = scale
+        self.meta = meta
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "TorchEngine":
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt)
+        meta = checkpoint_metadata(ckpt, model)
+        return cls(model, device=device, precision=precision, scale=meta["infer_scale"], meta=meta)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return predict_logits(self.model, images, self.device, self.dtype, self.scale).cpu()
+
+
+# ---------------------------------------------------------------- exported graphs
+
+def network_input(images: torch.Tensor):
+    """float32, contiguous NCHW numpy: what both runtimes read without a copy of their own."""
+    return images.float().contiguous().numpy()
+
+
+class OnnxRuntimeEngine:
+    """An exported .onnx in ONNX Runtime (CPU, or CUDA when onnxruntime-gpu sees a GPU).
+
+    Session options suit a process that shares the CPU with torch: one intra-op thread a physical
+    core, all graph optimisations (constant folding, Conv+activation fusion, NCHWc layouts), and no
+    spinning, so ORT's idle threads do not busy-wait while torch resizes the images."""
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto"):
+        ort = import_optional("onnxruntime", "onnx", "--engine onnxruntime")
+        self.path = Path(path)
+        if precision == "bf16":
+            raise PixelwiseError("onnxruntime runs the .onnx file's own precision (fp32, or int8 from "
+                                 "`pixelwise export --int8`); use --precision auto or fp32, or --engine torch for bf16")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=ort_providers(ort, device))
+        except Exception as err:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise PixelwiseError(f"onnxruntime cannot load {self.path} ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:300]}); re-export it with `pixelwise export`") from None
+        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.scale = float(self.meta["infer_scale"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
+        return torch.from_numpy(self.session.run(None, {self.input_name: network_input(images)})[0])
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
+
+
+def ort_providers(ort, device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise PixelwiseError("--device cuda with --engine onnxruntime needs the onnxruntime-gpu package and a "
+                             f"CUDA GPU (this onnxruntime offers {', '.join(available)}); use --device cpu")
+    if device not in ("auto", "cpu", "cuda"):
+        raise PixelwiseError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OpenVinoEngine:
+    """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
+
+    Precision follows the torch engine's rule: `auto` lets OpenVINO use bf16 where the CPU has it
+    natively (AMX, AVX512-BF16) and fp32 elsewhere; `fp32` forces fp32. int8 .onnx files (QDQ) run
+    in int8 either way."""
+    name = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto"):
+        ov = import_optional("openvino", "openvino", "--engine openvino")
+        self.path = Path(path)
+        if device == "cuda":
+            raise PixelwiseError("--engine openvino runs on the CPU here; use --device cpu or auto, or --engine "
+                                 "onnxruntime/torch for an NVIDIA GPU")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise PixelwiseError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+        self.meta = read_metadata(self.path)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or physical_cores()}
+        if precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses for unsupported operators
+            raise PixelwiseError(f"OpenVINO cannot run {self.path} ({type(err).__name__}: "
+                                 f"{str(err).strip().splitlines()[0][:300]}); use --engine onnxruntime") from None
+        self.scale = float(self.meta["infer_scale"])
+
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
+        # The result lives in the infer request's buffer, which the next call overwrites: copy it out.
+        return torch.from_numpy(self.compiled(network_input(images))[0].copy())
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
+
+
+# ---------------------------------------------------------------- from a model file
+
+def onnx_beside(checkpoint: Path, log=print) -> Path:
+    """`<stem>.onnx` next to the checkpoint: reused when newer than the checkpoint, else (re)exported there."""
+    onnx_path = checkpoint.with_suffix(".onnx")
+    if not checkpoint.is_file():
+        raise PixelwiseError(f"{checkpoint}: checkpoint not found")
+    if onnx_path.is_file() and onnx_path.stat().st_mtime_ns > checkpoint.stat().st_mtime_ns:
+        log(f"using {onnx_path} (newer than {checkpoint.name})")
+        return onnx_path
+    # Exporting pulls in onnx and the exporter: only needed when no fresh file is there.
+    from pixelwise.inference.export import export_onnx
+
+    log(f"exporting {checkpoint} to {onnx_path} (once; reused while newer than the checkpoint)")
+    try:
+        return export_onnx(checkpoint, onnx_path, log=lambda message: None)
+    except OSError as err:  # a read-only model folder, a full disk
+        raise PixelwiseError(f"cannot write {onnx_path} ({err.strerror or err}): export it elsewhere with `pixelwise "
+                             f"export --checkpoint {checkpoint} --onnx OUT.onnx` and pass OUT.onnx") from None
+
+
+def create_engine(name: str, model_file: str | Path, device: str = "auto", precision: str = "auto", log=print):
+    """An engine by name (torch | onnxruntime | openvino) from a checkpoint (.pt) or an exported .onnx.
+    ONNX engines given a checkpoint use `<stem>.onnx` beside it (see `onnx_beside`)."""
+    model_file = Path(model_file)
+    if name not in ENGINES:
+        raise PixelwiseError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    is_onnx = model_file.suffix.lower() == ".onnx"
+    if name == "torch":
+        if is_onnx:
+            raise PixelwiseError(f"{model_file}: the torch engine runs checkpoints (.pt); run an .onnx file with "
+                                 "--engine onnxruntime or --engine openvino")
+        return TorchEngine.from_checkpoint(model_file, device=device, precision=precision)
+    onnx_path = model_file if is_onnx else onnx_beside(model_file, log)
+    engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
+    return engine_class(onnx_path, device=device, precision=precision)
+
+
+def predictor_from(model_file: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto",
+                   log=print):
+    """A Predictor from a checkpoint or an exported .onnx, running on the named engine: the class names,
+    palette and ignore index come from the checkpoint or from the .onnx file's metadata."""
+    # predict.py imports this module for TorchEngine, so Predictor is imported at call time.
+    from pixelwise.inference.predict import Predictor
+
+    runner = create_engine(engine, model_file, device=device, precision=precision, log=log)
+    meta = runner.meta
+    return Predictor(runner, meta["class_names"], meta["palette"], meta["ignore_index"])
+
+
+def evaluate_engine(engine, dataset, matrix, batch_size: int = 8, desc: str = "evaluate", indices=None,
+                    progress: bool = True):
+    """Fill `matrix` (anything with `update(prediction, target)`, e.g. a ConfusionMatrix) with the
+    engine's predictions over `dataset` (a SegmentationDataset; `indices`: a part of it) at full
+    resolution. Images of equal size are batched. The caller brings the matrix, so inference needs
+    nothing from training. -> matrix"""
+    batch_images, batch_masks = [], []
+
+    def flush():
+        matrix.update(engine.logits(torch.stack(batch_images)).argmax(1), torch.stack(batch_masks))
+        batch_images.clear()
+        batch_masks.clear()
+
+    indices = range(len(dataset)) if indices is None else indices
+    for i in tqdm(indices, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=not progress):
+        image, mask = to_tensors(*dataset.load(i))
+        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) == batch_size):
+            flush()
+        batch_images.append(image)
+        batch_masks.append(mask)
+    if batch_images:
+        flush()
+    return matrix

@@ -85,6 +85,9 @@ def gather_images(inputs) -> list[Path]:
     return found
 
 
-def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto") -> Predictor:
-    """Load a checkpoint for prediction: `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
-    return Predictor.from_checkpoint(checkpoint, device=device, precision=precision)
+def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch") -> Predictor:
+    """Load a checkpoint, or an .onnx from `pixelwise export`, for prediction on `engine` (torch, onnxruntime or
+    openvino): `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
+    from pixelwise.inference.engines import predictor_from
+
+    return predictor_from(checkpoint, engine=engine, device=device, precision=precision)

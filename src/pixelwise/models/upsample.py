@@ -66,7 +66,7 @@ class Upsample(nn.Module):
             self.conv.weight.requires_grad_(not freeze)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], indices: torch.Tensor | None = None) -> torch.Tensor:
-        size = tuple(int(s) for s in size)
+        size = tuple(size)  # no int(): symbolic sizes must stay symbolic for a dynamic-shape ONNX export
         if self.mode == "unpool":
             if indices is None:
                 raise ValueError("unpool upsampling needs the indices of the matching encoder max-pool")

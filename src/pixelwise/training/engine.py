@@ -23,8 +23,9 @@ from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import DatasetSpec, split_pairs
 from pixelwise.data.io import open_image
-from pixelwise.data.transforms import to_tensors, train_transform
+from pixelwise.data.transforms import train_transform
 from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.inference.engines import evaluate_engine
 from pixelwise.models.registry import create_model
 from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_precision, to_device
 from pixelwise.training import advisor, distributed, strategies
@@ -105,30 +106,25 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
             "images_per_s": images * ctx.world / max(seconds, 1e-9)}
 
 
+class _OnDevice:
+    """A model already on its device, seen as an inference engine (`logits(images)`)."""
+
+    def __init__(self, model, device, dtype, scale: float):
+        self.model, self.device, self.dtype, self.scale = model, device, dtype, scale
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, images, self.device, self.dtype, self.scale)
+
+
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8, scale: float = 1.0,
              desc: str = "evaluate", ctx: Dist = Dist()) -> ConfusionMatrix:
-    """Confusion matrix over `dataset` at full resolution. Images of equal size are batched. With several
-    ranks each scores every world-th image and the matrices are summed: the metrics are exact."""
+    """Confusion matrix over `dataset` at full resolution, the way `pixelwise evaluate` scores it. With
+    several ranks each scores every world-th image and the matrices are summed: the metrics are exact."""
     model.eval()
     matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
-    batch_images, batch_masks = [], []
-
-    def flush():
-        logits = predict_logits(model, torch.stack(batch_images), device, dtype, scale)
-        matrix.update(logits.argmax(1).cpu(), torch.stack(batch_masks))
-        batch_images.clear()
-        batch_masks.clear()
-
-    for i in tqdm(range(ctx.rank, len(dataset), ctx.world), desc=desc, unit="img", leave=False,
-                  dynamic_ncols=True, disable=not ctx.main):
-        image, mask = to_tensors(*dataset.load(i))
-        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) == batch_size):
-            flush()
-        batch_images.append(image)
-        batch_masks.append(mask)
-    if batch_images:
-        flush()
+    evaluate_engine(_OnDevice(model, device, dtype, scale), dataset, matrix, batch_size, desc,
+                    indices=range(ctx.rank, len(dataset), ctx.world), progress=ctx.main)
     distributed.all_reduce_sum(matrix.matrix, ctx)
     return matrix
 

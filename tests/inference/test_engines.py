@@ -1,0 +1,138 @@
+"""Engines: every runtime gives eager PyTorch's logits, from a checkpoint or an exported .onnx alone."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.engines import (OnnxRuntimeEngine, OpenVinoEngine, create_engine, evaluate_engine,
+                                         physical_cores, predictor_from, read_metadata)
+from pixelwise.runtime import predict_logits
+
+from test_export import CLASSES, PALETTE, write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def beside(tmp_path_factory):
+    """A checkpoint with a stale model.onnx beside it (older, and not even ONNX): the onnxruntime
+    engine must export a fresh one in its place."""
+    folder = tmp_path_factory.mktemp("engines")
+    model = write_checkpoint(folder / "model.pt")
+    (folder / "model.onnx").write_bytes(b"an older export")
+    old = (folder / "model.pt").stat().st_mtime_ns - 10**10
+    os.utime(folder / "model.onnx", ns=(old, old))
+    logs = []
+    engine = create_engine("onnxruntime", folder / "model.pt", log=logs.append)
+    return folder, model, engine, logs
+
+
+def images(n=2, height=45, width=61, seed=0):
+    return torch.rand(n, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def test_an_onnx_older_than_the_checkpoint_is_exported_again(beside):
+    folder, _, engine, logs = beside
+    assert logs == [f"exporting {folder / 'model.pt'} to {folder / 'model.onnx'} "
+                    "(once; reused while newer than the checkpoint)"]
+    assert read_metadata(folder / "model.onnx")["class_names"] == CLASSES
+    assert (folder / "model.onnx").stat().st_mtime_ns > (folder / "model.pt").stat().st_mtime_ns
+    assert engine.path == folder / "model.onnx"
+
+
+def test_an_onnx_newer_than_the_checkpoint_is_reused_untouched(beside):
+    folder, _, _, _ = beside
+    before = (folder / "model.onnx").stat().st_mtime_ns
+    logs = []
+    create_engine("onnxruntime", folder / "model.pt", log=logs.append)
+    assert (folder / "model.onnx").stat().st_mtime_ns == before
+    assert logs == [f"using {folder / 'model.onnx'} (newer than model.pt)"]
+
+
+def test_onnxruntime_gives_the_eager_fp32_logits_with_the_inference_scale_applied(beside):
+    folder, model, engine, _ = beside
+    batch = images()
+    expected = predict_logits(model, batch, torch.device("cpu"), None, scale=1.5)
+    got = engine.logits(batch)
+    assert got.shape == (2, 3, 45, 61) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    # without the 1.5x resize the logits would differ: the scale really is applied
+    assert (predict_logits(model, batch, torch.device("cpu"), None, scale=1.0) - got).abs().max() > 1e-2
+
+
+def test_the_torch_engine_and_the_onnx_file_alone_make_the_same_predictor(beside):
+    folder, _, _, _ = beside
+    from_checkpoint = predictor_from(folder / "model.pt", engine="torch", precision="fp32")
+    from_onnx = predictor_from(folder / "model.onnx", engine="onnxruntime")
+    for predictor in (from_checkpoint, from_onnx):
+        assert predictor.class_names == CLASSES and predictor.ignore_index == 255
+        np.testing.assert_array_equal(predictor.palette, np.array(PALETTE, dtype=np.uint8))
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    a, b = from_checkpoint.predict(image), from_onnx.predict(image)
+    assert a.shape == (37, 53) and (a == b).mean() >= 0.999
+
+
+def test_onnxruntime_session_is_set_up_to_share_the_cpu_with_torch(beside):
+    folder, _, engine, _ = beside
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == physical_cores()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert OnnxRuntimeEngine(folder / "model.onnx", threads=1).session.get_session_options().intra_op_num_threads == 1
+    assert 1 <= physical_cores() <= os.cpu_count()
+
+
+def test_engine_misuse_names_the_fix(beside):
+    folder, _, _, _ = beside
+    with pytest.raises(PixelwiseError, match="unknown engine 'tensorrt'; choose one of torch, onnxruntime, openvino"):
+        create_engine("tensorrt", folder / "model.pt")
+    with pytest.raises(PixelwiseError, match=r"the torch engine runs checkpoints \(\.pt\); run an \.onnx file with "
+                                             "--engine onnxruntime or --engine openvino"):
+        create_engine("torch", folder / "model.onnx")
+    with pytest.raises(PixelwiseError, match="use --precision auto or fp32"):
+        create_engine("onnxruntime", folder / "model.onnx", precision="bf16")
+
+
+def test_openvino_gives_onnxruntimes_logits(beside):
+    pytest.importorskip("openvino", reason="openvino is an optional extra: pip install 'pixelwise[openvino]'")
+    folder, _, engine, _ = beside
+    openvino = create_engine("openvino", folder / "model.onnx", precision="fp32")
+    assert isinstance(openvino, OpenVinoEngine) and openvino.meta == engine.meta
+    for batch in (images(), images(1, 64, 96, seed=1)):
+        torch.testing.assert_close(openvino.logits(batch), engine.logits(batch), atol=1e-4, rtol=0)
+
+
+def test_without_openvino_the_engine_says_how_to_install_it(beside, monkeypatch):
+    folder, _, _, _ = beside
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
+    with pytest.raises(PixelwiseError, match=r"--engine openvino needs the openvino package, which is not installed: "
+                                             r"pip install 'pixelwise\[openvino\]'"):
+        OpenVinoEngine(folder / "model.onnx")
+
+
+def test_importing_pixelwise_loads_no_onnx_runtime():
+    script = ("import sys, json, pixelwise, pixelwise.inference.engines; print(json.dumps(sorted("
+              "m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', 'onnxscript', 'openvino'))))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_evaluate_engine_fills_the_confusion_matrix_that_eager_evaluation_does(beside, folder_dataset):
+    from pixelwise.data.dataset import SegmentationDataset
+    from pixelwise.data.formats import load_spec
+    from pixelwise.training.engine import evaluate
+    from pixelwise.training.metrics import ConfusionMatrix
+
+    _, model, engine, _ = beside
+    spec = load_spec(folder_dataset)
+    dataset = SegmentationDataset([p for pairs in spec.splits.values() for p in pairs], 3, 255)
+    got = evaluate_engine(engine, dataset, ConfusionMatrix(3, 255), batch_size=5).matrix
+    expected = evaluate(model, dataset, torch.device("cpu"), None, batch_size=5, scale=1.5).matrix
+    labelled = int(sum((dataset.load(i)[1] != 255).sum() for i in range(len(dataset))))
+    assert int(got.sum()) == int(expected.sum()) == labelled
+    assert int((got - expected).abs().sum()) <= 2 * 0.001 * labelled  # each flipped pixel moves two cells
