@@ -1,6 +1,7 @@
 """What labelling by uncertainty is worth: on CamVid (at 240x180), start from 20 labelled training images,
-add 40 chosen by the model's uncertainty (`pixelwise data suggest`) or 40 chosen at random, fine-tune
-from the 20-image model for the same time, and compare validation mean IoU, over 3 seeds.
+add 40 chosen by the model's uncertainty (`pixelwise data suggest`), 40 chosen by uncertainty spread
+over distinct scenes (`--spread 16`: near-identical video frames wait their turn) or 40 chosen at random,
+fine-tune from the 20-image model for the same number of steps, and compare validation mean IoU, over 3 seeds.
 
     python benchmarks/active_learning.py [--seeds 3] [--initial 20] [--add 40] [--epochs 30]
 
@@ -24,7 +25,9 @@ from transfer import CACHE, half_size_camvid
 
 from pixelwise.api import train
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import rank_by_uncertainty
+from pixelwise.data.duplicates import perceptual_hash
+from pixelwise.data.io import read_image
+from pixelwise.inference.uncertainty import rank_by_uncertainty, spread_out
 
 
 def subset(full: Path, names: list[str], root: Path) -> Path:
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--base-epochs", type=int, default=40, help="epochs on the initial images")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of each arm's fine-tuning")
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
+    parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
@@ -73,22 +77,29 @@ def main() -> None:
 
         predictor = load(base_dir / "best.pt")
         ranked = rank_by_uncertainty(predictor.predict_proba, [full / "train" / n for n in pool], args.measure)
+        hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}
         chosen = {"uncertainty": [p.name for p, _ in ranked[: args.add]],
+                  "spread": [p.name for p, _ in spread_out(ranked, hashes, args.spread)[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
         row = {"seed": seed, "base": round(base, 4)}
         for arm, extra in chosen.items():
             data = subset(full, initial + extra, out / f"seed{seed}" / f"data_{arm}")
             row[arm] = round(fine_tune(data, out / f"seed{seed}" / arm, args.epochs, base_dir / "best.pt", seed), 4)
         row["gain"] = round(row["uncertainty"] - row["random"], 4)
+        row["gain_spread"] = round(row["spread"] - row["random"], 4)
         rows.append(row)
         print(f"seed {seed}: {args.initial} images {base:.4f}; +{args.add} by {args.measure} {row['uncertainty']:.4f}, "
-              f"+{args.add} at random {row['random']:.4f} (gain {row['gain']:+.4f})", flush=True)
+              f"spread {row['spread']:.4f}, at random {row['random']:.4f} (gains {row['gain']:+.4f}, "
+              f"{row['gain_spread']:+.4f})", flush=True)
     gains = [r["gain"] for r in rows]
     result = {"machine": machine(), "setting": f"CamVid 240x180, {args.initial} labelled + {args.add}, "
-              f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}",
+              f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}",
               "seeds": rows, "mean_uncertainty": round(statistics.mean(r["uncertainty"] for r in rows), 4),
               "mean_random": round(statistics.mean(r["random"] for r in rows), 4),
-              "mean_gain": round(statistics.mean(gains), 4), "wins": sum(g > 0 for g in gains)}
+              "mean_gain": round(statistics.mean(gains), 4), "wins": sum(g > 0 for g in gains),
+              "mean_spread": round(statistics.mean(r["spread"] for r in rows), 4),
+              "mean_gain_spread": round(statistics.mean(r["gain_spread"] for r in rows), 4),
+              "wins_spread": sum(r["gain_spread"] > 0 for r in rows)}
     print(json.dumps(result))
 
 

@@ -304,6 +304,12 @@ def cmd_data_suggest(args) -> None:
         raise PixelwiseError(f"{root}: every image has a mask; nothing to suggest")
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure)
+    if args.spread:
+        from pixelwise.data.duplicates import perceptual_hash
+        from pixelwise.data.io import read_image
+        from pixelwise.inference.uncertainty import spread_out
+
+        ranked = spread_out(ranked, {path: perceptual_hash(read_image(path)) for path in unlabelled}, args.spread)
     out = Path(args.out) if args.out else root / ".pixelwise" / "suggestions.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{path.relative_to(root)}\n" for path, _ in ranked))
@@ -433,6 +439,9 @@ def add_data_parsers(data) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     p.add_argument("--measure", default="entropy", choices=("entropy", "margin"),
                    help="mean pixel entropy (high first) or top-2 margin (low first) (default: %(default)s)")
+    p.add_argument("--spread", type=int, default=0, metavar="BITS",
+                   help="keep images this many perceptual-hash bits apart at the top of the list (e.g. 16 for "
+                   "video frames: near-identical frames wait their turn); 0: pure uncertainty order (default)")
     p.add_argument("--out", metavar="TXT", help="the ranked list (default: DIR/.pixelwise/suggestions.txt)")
     p.add_argument("--show", type=positive_int, default=10, help="rows to print (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -8,7 +8,8 @@ from pixelwise.checkpoint import save_checkpoint
 from pixelwise.cli import main
 from pixelwise.config import TrainConfig
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty
+from pixelwise.inference.uncertainty import (image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty,
+                                             spread_out)
 from pixelwise.models.registry import create_model
 
 
@@ -54,3 +55,12 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
     entropy = {f"images/img{i:02d}.png": pixel_entropy(predictor.predict_proba(
         folder_dataset / "images" / f"img{i:02d}.png")).mean() for i in (2, 5, 7)}
     assert listed == sorted(entropy, key=lambda name: -entropy[name])
+
+
+def test_spread_out_defers_near_copies_of_chosen_images():
+    ranked = [(name, {"entropy": e}) for name, e in (("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5))]
+    # b is 3 bits from a, d is 1 bit from a, c is 40 bits from a: c moves ahead of b and d, which keep their order
+    hashes = {"a": 0, "b": 0b111, "c": (1 << 40) - 1, "d": 0b1}
+    assert [n for n, _ in spread_out(ranked, hashes, min_distance=16)] == ["a", "c", "b", "d"]
+    assert [n for n, _ in spread_out(ranked, hashes, min_distance=3)] == ["a", "b", "c", "d"]
+    assert [n for n, _ in spread_out(ranked, hashes, min_distance=0)] == ["a", "b", "c", "d"]
