@@ -72,8 +72,9 @@ def main() -> None:
               log=lambda line: per_epoch.append(rss_mb()) if line.startswith("epoch") else None)
         # the first epoch allocates the optimizer state: growth counts from epoch 2
         result["training"] = {"epochs": len(per_epoch), "rss_mb_per_epoch": [round(mb) for mb in per_epoch],
-                              "growth_percent_epochs_2_to_20": growth(per_epoch[1], per_epoch[19]),
-                              "growth_percent_epochs_20_to_40": growth(per_epoch[19], per_epoch[min(39, len(per_epoch) - 1)]),
+                              # peaks of 5-epoch windows: a single epoch may land in a dip right after a collection
+                              "growth_percent_epochs_2_to_20": growth(max(per_epoch[1:6]), max(per_epoch[15:20])),
+                              "growth_percent_epochs_20_to_40": growth(max(per_epoch[15:20]), max(per_epoch[35:40])),
                               "rss_mb_max": round(max(per_epoch), 1)}
         print(f"training: {result['training']}", flush=True)
 
