@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pixelwise.data.duplicates import file_digest, group_hashes, perceptual_hash
-from pixelwise.data.formats import (FORMATS, SPLITS, DatasetSpec, detect_format, find_mask, hash_split, images_in,
-                                    read_header)
-from pixelwise.data.io import IMAGE_SUFFIXES, exif_orientation, load_image, to_rgb_array, upright, write_label_png
+from pixelwise.data.duplicates import file_digest, group_hashes, perceptual_hash, popcount
+from pixelwise.data.formats import (SPLITS, DatasetSpec, detect_format, find_mask, hash_split, images_in,
+                                    read_header, resolve_format)
+from pixelwise.data.io import (IMAGE_SUFFIXES, exif_orientation, load_image, to_rgb_array, upright, write_atomic,
+                               write_label_png)
 from pixelwise.errors import DataError
 
 # Problem kinds, one per thing a user does differently to fix it.
@@ -239,12 +240,7 @@ LISTERS = {"camvid": _list_camvid, "voc": _list_voc, "folder": _list_folder}
 def list_samples(root: str | Path, format: str = "auto") -> tuple[DatasetSpec, list[Sample], list[Problem]]:
     """-> (header spec with no pairs, every sample the layout uses, pairing problems). Never raises for a missing
     mask or image: those are problems. Raises DataError only when there is no dataset to check."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found")
-    if format not in FORMATS:
-        raise DataError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
-    fmt = detect_format(root) if format == "auto" else format
+    root, fmt = resolve_format(root, format)
     header = read_header(root, fmt)
     samples, problems = LISTERS[fmt](root)
     if not samples and not problems:
@@ -416,15 +412,11 @@ def _size_problem(sample: Sample, image: _ImageFacts, mask: _MaskFacts) -> Probl
                    "(width x height)", "re-export the mask at the image's size", related=sample.image)
 
 
-def _popcount(x: int) -> int:
-    return bin(x).count("1")
-
-
 def _copy_problem(path: Path, split: str, facts: _ImageFacts, first: Path, first_split: str,
                   first_facts: _ImageFacts) -> Problem:
     exact = facts.digest == first_facts.digest
     how = "byte-identical copy" if exact else \
-        f"near duplicate (perceptual hash {_popcount(facts.phash ^ first_facts.phash)} of 64 bits apart)"
+        f"near duplicate (perceptual hash {int(popcount(np.uint64(facts.phash ^ first_facts.phash)))} of 64 bits apart)"
     if split != first_split:
         return Problem(path, LEAKAGE, f"{how} of {first}, which is in {first_split} while this is in {split}: "
                        "the model is scored on a photo it trained on, which inflates validation scores",
@@ -618,12 +610,7 @@ def _keep_original(root: Path, path: Path, under: str = "", move: bool = False) 
 
 def _save_like(img: Image.Image, path: Path, format: str) -> None:
     """Save in `format` through a temporary file and a rename, so a crash never leaves half a mask."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        img.save(tmp, format=format)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: img.save(tmp, format=format))
 
 
 def _fix_mask(report: CheckReport, mask: Path, convert: bool, orientation: int, log) -> Fixed | None:
@@ -681,9 +668,7 @@ def apply_fixes(report: CheckReport, log: Callable[[str], None] = print) -> list
 # Statistics on disk.
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def stats_figure(report: CheckReport):
@@ -719,10 +704,5 @@ def write_stats(report: CheckReport, out_dir: str | Path) -> tuple[Path, Path]:
     problems = Counter(p.kind for p in report.problems)
     _write_json(json_path, {"root": str(report.root), "format": report.format, **report.stats.to_dict(),
                             "problems": dict(sorted(problems.items()))})
-    tmp = png_path.with_name(f".{png_path.name}.tmp")
-    try:
-        stats_figure(report).savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, png_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(png_path, lambda tmp: stats_figure(report).savefig(tmp, format="png", dpi=100))
     return json_path, png_path

@@ -38,7 +38,7 @@ def perceptual_hash(image: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
+def popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per element of a uint64 array."""
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
         return np.bitwise_count(x)
@@ -55,7 +55,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     found = []
     for start in range(0, len(hashes), _CHUNK):
         rows = hashes[start:start + _CHUNK]
-        dist = _popcount(rows[:, None] ^ hashes[None, start:])
+        dist = popcount(rows[:, None] ^ hashes[None, start:])
         i, j = np.nonzero(dist <= max_distance)
         keep = j > i  # the block's left square is symmetric and holds the diagonal
         found.append(np.stack([i[keep] + start, j[keep] + start], axis=1))

@@ -158,14 +158,19 @@ def load_folder(root: Path) -> DatasetSpec:
 LOADERS = {"camvid": load_camvid, "voc": load_voc, "folder": load_folder}
 
 
-def load_spec(root: str | Path, format: str = "auto") -> DatasetSpec:
-    """Find the layout of `root` and list its splits. Raises DataError for an empty or unknown dataset."""
+def resolve_format(root: str | Path, format: str = "auto") -> tuple[Path, str]:
+    """-> (root, its layout): `format` checked, or detected when "auto". Raises DataError naming the problem."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
     if format not in FORMATS:
         raise DataError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
-    fmt = detect_format(root) if format == "auto" else format
+    return root, detect_format(root) if format == "auto" else format
+
+
+def load_spec(root: str | Path, format: str = "auto") -> DatasetSpec:
+    """Find the layout of `root` and list its splits. Raises DataError for an empty or unknown dataset."""
+    root, fmt = resolve_format(root, format)
     spec = LOADERS[fmt](root)
     if not any(spec.splits.values()):
         raise DataError(f"{root}: no usable image in this {fmt} dataset (looked for "

@@ -12,7 +12,7 @@ import re
 import struct
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -267,15 +267,20 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray) -
     save_png_atomic(img, path)
 
 
-def save_png_atomic(img: Image.Image, path: str | Path) -> None:
-    """Save as PNG through a temporary file renamed over `path`: readers see the old file or the new one."""
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` a temporary file beside `path`, then rename it over `path`: readers see the old file or
+    the new one, and a crash or a full disk leaves no half-written file behind."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        img.save(tmp, format="PNG")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_png_atomic(img: Image.Image, path: str | Path) -> None:
+    write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -33,7 +33,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from torch import nn
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.formats import load_spec
-from pixelwise.data.io import read_image
+from pixelwise.data.io import read_image, write_atomic
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.engines import (checkpoint_metadata, encode_metadata, import_optional, physical_cores,
                                          read_metadata)
@@ -186,12 +185,7 @@ def write_onnx(proto, out: Path) -> None:
     import onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 # ---------------------------------------------------------------- int8

@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
+from pixelwise.data.duplicates import popcount
+
 MEASURES = ("entropy", "margin")
 
 
@@ -58,7 +60,7 @@ def spread_out(ranked: list[tuple[Path, dict[str, float]]], hashes: dict[Path, i
     chosen = np.zeros(0, dtype=np.uint64)
     for item in ranked:
         code = np.uint64(hashes[item[0]])
-        if chosen.size and int(np.unpackbits((chosen ^ code).view(np.uint8)).reshape(-1, 64).sum(1).min()) < min_distance:
+        if chosen.size and int(popcount(chosen ^ code).min()) < min_distance:
             waiting.append(item)
             continue
         taken.append(item)
