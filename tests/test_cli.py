@@ -32,6 +32,7 @@ def test_train_writes_checkpoints_history_and_curves(trained):
         assert (trained / name).is_file(), name
     history = json.loads((trained / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0 <= h["data_wait_share"] < 1 for h in history)  # measured each epoch: time waiting for batches
     ckpt = torch.load(trained / "last.pt", weights_only=True)  # plain types only
     assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["state"]["epoch"] == 2
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
@@ -67,7 +68,10 @@ def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root, tmp_pat
 def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root, tmp_path):
     stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root,
                      "--json", tmp_path / "m.json", "--plot", tmp_path / "cm.png")
-    assert "test split, 3 images" in stdout  # defaults to test when present
+    from pixelwise.inference.engines import fastest_engine
+
+    # test when present, on the fastest engine here, at the checkpoint's inference scale
+    assert f"test split, 3 images, {fastest_engine()} engine at inference scale 1.75" in stdout
     assert "mean IoU" in stdout and "nucleus" in stdout
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou"}
@@ -173,3 +177,17 @@ def test_predict_tiled_without_overlays(trained, nuclei_root, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["tile_r0c0.png"]
     labels = np.asarray(Image.open(out / "tile_r0c0.png"))
     assert labels.shape == (128, 128) and set(np.unique(labels)) <= {0, 1}
+
+
+def test_the_fast_profile_scores_and_predicts_at_scale_one(trained, nuclei_root, tmp_path):
+    stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root, "--profile", "fast",
+                     "--engine", "torch", "--json", tmp_path / "m.json", "--plot", tmp_path / "cm.png")
+    assert "test split, 3 images, torch engine at inference scale 1" in stdout
+    assert json.loads((tmp_path / "m.json").read_text())["infer_scale"] == 1.0
+    image = nuclei_root / "images" / "tile_r0c0.png"
+    run_cli("predict", "--checkpoint", trained / "best.pt", image, "--out", tmp_path / "fast", "--profile", "fast",
+            "--engine", "torch", "--no-overlay")
+    import pixelwise
+
+    expected = pixelwise.load(trained / "best.pt", profile="fast").predict(image)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "fast" / "tile_r0c0.png")), expected)

@@ -40,11 +40,12 @@ def default_split(splits) -> str:
 
 def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None, format: str = "auto",
              json_path: str | Path | None = None, plot_path: str | Path | None = None,
-             device: str = "auto", precision: str = "auto", engine: str = "torch") -> dict:
-    """Score a checkpoint (or an exported .onnx) on one split, on `engine` (torch | onnxruntime | openvino).
+             device: str = "auto", precision: str = "auto", engine: str = "torch", profile: str = "accurate") -> dict:
+    """Score a checkpoint (or an exported .onnx) on one split, on `engine` (auto | torch | onnxruntime |
+    openvino) at a speed `profile` (accurate: the checkpoint's inference scale; fast: scale 1).
     -> the metrics dict (pixel_accuracy, mean_accuracy, mean_iou, fw_iou, per_class_iou), also written to
     `json_path`; the confusion matrix goes to `plot_path`."""
-    runner = create_engine(engine, checkpoint, device=device, precision=precision)
+    runner = create_engine(engine, checkpoint, device=device, precision=precision, profile=profile)
     spec = load_spec(data, format)
     split = split or default_split(spec.splits)
     class_names = runner.meta["class_names"]
@@ -55,7 +56,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
     matrix = evaluate_engine(runner, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index),
                              desc=f"evaluate {split}")
-    metrics = {"split": split, "images": len(dataset), **matrix.compute(class_names),
+    metrics = {"split": split, "images": len(dataset), "engine": runner.name, "infer_scale": runner.scale,
+               **matrix.compute(class_names),
                "confusion_matrix": matrix.matrix.tolist()}
     plot_path = Path(plot_path) if plot_path else Path(checkpoint).with_name(f"confusion_{split}.png")
     plot_confusion(matrix.matrix.numpy(), class_names, plot_path)
@@ -89,7 +91,8 @@ def per_image_iou(checkpoint: str | Path, data: str | Path, split: str | None = 
 
 def format_metrics(metrics: dict) -> str:
     """A human-readable report: the four summary scores, then IoU per class."""
-    lines = [f"{metrics['split']} split, {metrics['images']} images",
+    run = f", {metrics['engine']} engine at inference scale {metrics['infer_scale']:g}" if "engine" in metrics else ""
+    lines = [f"{metrics['split']} split, {metrics['images']} images{run}",
              f"  pixel accuracy   {metrics['pixel_accuracy']:.4f}",
              f"  mean accuracy    {metrics['mean_accuracy']:.4f}",
              f"  mean IoU         {metrics['mean_iou']:.4f}",

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference.engines import (OnnxRuntimeEngine, OpenVinoEngine, create_engine, evaluate_engine,
-                                         physical_cores, predictor_from, read_metadata)
+from pixelwise.inference import engines
+from pixelwise.inference.engines import (OnnxRuntimeEngine, OpenVinoEngine, TorchEngine, create_engine,
+                                         evaluate_engine, fastest_engine, physical_cores, predictor_from,
+                                         profile_scale, read_metadata)
 from pixelwise.runtime import predict_logits
 
 from test_export import CLASSES, PALETTE, write_checkpoint
@@ -89,7 +91,7 @@ def test_onnxruntime_session_is_set_up_to_share_the_cpu_with_torch(beside):
 
 def test_engine_misuse_names_the_fix(beside):
     folder, _, _, _ = beside
-    with pytest.raises(PixelwiseError, match="unknown engine 'tensorrt'; choose one of torch, onnxruntime, openvino"):
+    with pytest.raises(PixelwiseError, match="unknown engine 'tensorrt'; choose auto or one of torch, onnxruntime, openvino"):
         create_engine("tensorrt", folder / "model.pt")
     with pytest.raises(PixelwiseError, match=r"the torch engine runs checkpoints \(\.pt\); run an \.onnx file with "
                                              "--engine onnxruntime or --engine openvino"):
@@ -136,3 +138,44 @@ def test_evaluate_engine_fills_the_confusion_matrix_that_eager_evaluation_does(b
     labelled = int(sum((dataset.load(i)[1] != 255).sum() for i in range(len(dataset))))
     assert int(got.sum()) == int(expected.sum()) == labelled
     assert int((got - expected).abs().sum()) <= 2 * 0.001 * labelled  # each flipped pixel moves two cells
+
+
+def test_profiles_set_the_inference_scale():
+    assert profile_scale("accurate", 1.75) == 1.75 and profile_scale("fast", 1.75) == 1.0
+    with pytest.raises(PixelwiseError, match="unknown profile 'fastest'; choose accurate or fast"):
+        profile_scale("fastest", 1.75)
+
+
+def test_the_fast_profile_runs_the_network_at_scale_one_on_every_engine(beside):
+    folder, model, _, _ = beside
+    batch = images()
+    at_one = predict_logits(model, batch, torch.device("cpu"), None, scale=1.0)
+    for name, source in (("torch", "model.pt"), ("onnxruntime", "model.onnx")):
+        fast = create_engine(name, folder / source, precision="fp32", profile="fast")
+        accurate = create_engine(name, folder / source, precision="fp32")
+        assert (fast.scale, accurate.scale) == (1.0, 1.5)  # the checkpoint was trained with infer_scale 1.5
+        torch.testing.assert_close(fast.logits(batch), at_one, atol=2e-5, rtol=0)
+
+
+def test_auto_picks_torch_where_the_cpu_has_bf16_and_an_exported_graph_where_not(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
+    assert fastest_engine("cpu") == "torch"
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+    found = {"openvino", "onnxruntime", "onnxscript"}
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: name in found or None)
+    assert fastest_engine("cpu") == "openvino"
+    found.discard("openvino")
+    assert fastest_engine("cpu") == "onnxruntime"
+    found.discard("onnxscript")  # no exporter: a checkpoint cannot become a graph
+    assert fastest_engine("cpu") == "torch"
+
+
+def test_auto_falls_back_to_torch_saying_why_when_the_fast_engine_cannot_run(beside, monkeypatch):
+    folder, _, _, _ = beside
+    monkeypatch.setattr(engines, "fastest_engine", lambda device: "openvino")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    logs = []
+    engine = create_engine("auto", folder / "model.pt", log=logs.append, profile="fast")
+    assert isinstance(engine, TorchEngine) and engine.scale == 1.0
+    assert logs[-1].startswith("--engine openvino needs the openvino package") and \
+        logs[-1].endswith("--engine auto: running model.pt in PyTorch instead")

@@ -18,6 +18,7 @@ imported only when an engine that needs them is made: `import pixelwise` stays l
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
-from pixelwise.runtime import inference_setup, predict_logits
+from pixelwise.runtime import cpu_has_bf16, inference_setup, predict_logits, resolve_device
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 
@@ -259,31 +260,75 @@ def onnx_beside(checkpoint: Path, log=print) -> Path:
                              f"export --checkpoint {checkpoint} --onnx OUT.onnx` and pass OUT.onnx") from None
 
 
-def create_engine(name: str, model_file: str | Path, device: str = "auto", precision: str = "auto", log=print):
-    """An engine by name (torch | onnxruntime | openvino) from a checkpoint (.pt) or an exported .onnx.
-    ONNX engines given a checkpoint use `<stem>.onnx` beside it (see `onnx_beside`)."""
+PROFILES = {
+    "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise): the best mean IoU",
+    "fast": "inference scale 1 on the fastest engine: about 3x the images/s, a little lower mean IoU",
+}
+
+
+def profile_scale(profile: str, trained_scale: float) -> float:
+    """The inference scale a profile runs at: `accurate` keeps the checkpoint's, `fast` uses 1."""
+    if profile not in PROFILES:
+        raise PixelwiseError(f"unknown profile {profile!r}; choose " + " or ".join(PROFILES))
+    return float(trained_scale) if profile == "accurate" else 1.0
+
+
+def fastest_engine(device: str = "auto") -> str:
+    """The engine `--engine auto` picks. Measured by benchmarks/speed.py (see the README's speed table):
+    on a CPU with native bf16 (AMX, AVX512-BF16) eager PyTorch with bf16 autocast and channels_last
+    leads; without it an exported graph in OpenVINO, else ONNX Runtime, runs fp32 faster than eager.
+    On a GPU, PyTorch."""
+    if resolve_device(device).type == "cuda" or cpu_has_bf16():
+        return "torch"
+    for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime")):
+        if importlib.util.find_spec(module) and importlib.util.find_spec("onnxscript"):
+            return name
+    return "torch"
+
+
+def create_engine(name: str, model_file: str | Path, device: str = "auto", precision: str = "auto", log=print,
+                  profile: str = "accurate"):
+    """An engine by name (auto | torch | onnxruntime | openvino) from a checkpoint (.pt) or an exported
+    .onnx, at a speed profile (accurate | fast, see PROFILES). ONNX engines given a checkpoint use
+    `<stem>.onnx` beside it (see `onnx_beside`). `auto` is `fastest_engine()`, and falls back to
+    torch, saying why, where that engine cannot run."""
     model_file = Path(model_file)
-    if name not in ENGINES:
-        raise PixelwiseError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    if name not in ("auto", *ENGINES):
+        raise PixelwiseError(f"unknown engine {name!r}; choose auto or one of {', '.join(ENGINES)}")
+    profile_scale(profile, 1.0)  # an unknown profile is refused before any model loads
     is_onnx = model_file.suffix.lower() == ".onnx"
+    if name == "auto":
+        name = "onnxruntime" if is_onnx and fastest_engine(device) == "torch" else fastest_engine(device)
+        if name != "torch":
+            try:
+                return create_engine(name, model_file, device, precision, log, profile)
+            except PixelwiseError as err:
+                if is_onnx:
+                    raise
+                log(f"{err}\n--engine auto: running {model_file.name} in PyTorch instead")
+                name = "torch"
     if name == "torch":
         if is_onnx:
             raise PixelwiseError(f"{model_file}: the torch engine runs checkpoints (.pt); run an .onnx file with "
                                  "--engine onnxruntime or --engine openvino")
-        return TorchEngine.from_checkpoint(model_file, device=device, precision=precision)
-    onnx_path = model_file if is_onnx else onnx_beside(model_file, log)
-    engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
-    return engine_class(onnx_path, device=device, precision=precision)
+        engine = TorchEngine.from_checkpoint(model_file, device=device, precision=precision)
+    else:
+        onnx_path = model_file if is_onnx else onnx_beside(model_file, log)
+        engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
+        engine = engine_class(onnx_path, device=device, precision=precision)
+    engine.scale = profile_scale(profile, engine.meta["infer_scale"])
+    return engine
 
 
 def predictor_from(model_file: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto",
-                   log=print):
-    """A Predictor from a checkpoint or an exported .onnx, running on the named engine: the class names,
-    palette and ignore index come from the checkpoint or from the .onnx file's metadata."""
+                   log=print, profile: str = "accurate"):
+    """A Predictor from a checkpoint or an exported .onnx, running on the named engine at a speed
+    profile: the class names, palette and ignore index come from the checkpoint or from the .onnx
+    file's metadata."""
     # predict.py imports this module for TorchEngine, so Predictor is imported at call time.
     from pixelwise.inference.predict import Predictor
 
-    runner = create_engine(engine, model_file, device=device, precision=precision, log=log)
+    runner = create_engine(engine, model_file, device=device, precision=precision, log=log, profile=profile)
     meta = runner.meta
     return Predictor(runner, meta["class_names"], meta["palette"], meta["ignore_index"])
 

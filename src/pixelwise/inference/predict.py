@@ -85,9 +85,10 @@ def gather_images(inputs) -> list[Path]:
     return found
 
 
-def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch") -> Predictor:
-    """Load a checkpoint, or an .onnx from `pixelwise export`, for prediction on `engine` (torch, onnxruntime or
-    openvino): `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
+def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch",
+         profile: str = "accurate") -> Predictor:
+    """Load a checkpoint, or an .onnx from `pixelwise export`, for prediction on `engine` (auto, torch, onnxruntime
+    or openvino) at a speed `profile` (accurate or fast): `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
     from pixelwise.inference.engines import predictor_from
 
-    return predictor_from(checkpoint, engine=engine, device=device, precision=precision)
+    return predictor_from(checkpoint, engine=engine, device=device, precision=precision, profile=profile)

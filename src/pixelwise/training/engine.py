@@ -75,8 +75,11 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
     model.train()
     total_loss, images, steps = 0.0, 0, 0
     start = time.time()
+    # Time spent waiting for the next batch: the share of the epoch the model sat idle for data.
+    data_wait, asked = 0.0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not ctx.main)
     for step, (image, target) in enumerate(bar):
+        data_wait += time.perf_counter() - asked
         progress, stop = control(step)
         if stop and steps:
             break
@@ -99,11 +102,12 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
         steps += 1
         rate = images / max(time.time() - start, 1e-9)
         bar.set_postfix(loss=f"{total_loss / images:.3f}", img_s=f"{rate:.1f}")
+        asked = time.perf_counter()
     bar.close()
     seconds = time.time() - start
     # images/s of the whole job: every rank trained as many images as this one
     return {"loss": total_loss / max(images, 1), "images": images * ctx.world, "steps": steps, "seconds": seconds,
-            "images_per_s": images * ctx.world / max(seconds, 1e-9)}
+            "images_per_s": images * ctx.world / max(seconds, 1e-9), "data_wait_share": data_wait / max(seconds, 1e-9)}
 
 
 class _OnDevice:
@@ -423,13 +427,15 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
             state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
             state.history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
                                   "val_pixel_accuracy": scores["pixel_accuracy"],
-                                  "images_per_s": stats["images_per_s"], "lr": run.optimizer.param_groups[0]["lr"],
+                                  "images_per_s": stats["images_per_s"], "data_wait_share": stats["data_wait_share"],
+                                  "lr": run.optimizer.param_groups[0]["lr"],
                                   "elapsed_min": (time.time() - t0) / 60})
         state.elapsed_s = time.time() - t0
         save_epoch(run, improved, validate)
         log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  "
             + (f"val mIoU {scores['mean_iou']:.4f}{' *' if improved else '  '}  " if validate else "")
-            + f"{stats['images_per_s']:.1f} img/s  {state.elapsed_s / 60:.1f} min")
+            + f"{stats['images_per_s']:.1f} img/s ({stats['data_wait_share']:.0%} waiting for data)  "
+            + f"{state.elapsed_s / 60:.1f} min")
 
 
 def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | None = None,
