@@ -24,10 +24,11 @@ from common import CAMVID, machine
 from transfer import CACHE, half_size_camvid
 
 from pixelwise.api import train
+from pixelwise.checkpoint import load_checkpoint
 from pixelwise.inference.predict import load
 from pixelwise.data.duplicates import perceptual_hash
-from pixelwise.data.io import read_image
-from pixelwise.inference.uncertainty import rank_by_uncertainty, spread_out
+from pixelwise.data.io import read_image, read_mask
+from pixelwise.inference.uncertainty import balanced_order, class_uncertainty, rank_by_uncertainty, spread_out
 
 
 def subset(full: Path, names: list[str], root: Path) -> Path:
@@ -60,8 +61,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs of each arm's fine-tuning")
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
     parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
+    parser.add_argument("--arms", default="uncertainty,balanced,random",
+                        help="comma-separated, of uncertainty, balanced, spread, random")
+    parser.add_argument("--reuse-base", action="store_true",
+                        help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
     args = parser.parse_args()
+    args.arms = args.arms.split(",")
     print(f"machine: {machine()}", flush=True)
     full = half_size_camvid(CAMVID, CACHE / "camvid_240x180")
     names = sorted(p.name for p in (full / "train").glob("*.png"))
@@ -73,33 +79,44 @@ def main() -> None:
         initial = [names[i] for i in order[: args.initial]]
         pool = [names[i] for i in order[args.initial:]]
         base_dir = out / f"seed{seed}" / "base"
-        base = fine_tune(subset(full, initial, out / f"seed{seed}" / "data_base"), base_dir, args.base_epochs, None, seed)
+        if args.reuse_base and (base_dir / "best.pt").is_file():  # the same seed, images and epochs as before
+            base = load_checkpoint(base_dir / "best.pt")["state"]["best_mean_iou"]
+        else:
+            base = fine_tune(subset(full, initial, out / f"seed{seed}" / "data_base"), base_dir, args.base_epochs,
+                             None, seed)
 
         predictor = load(base_dir / "best.pt")
-        ranked = rank_by_uncertainty(predictor.predict_proba, [full / "train" / n for n in pool], args.measure)
-        hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}
+        probabilities = {full / "train" / n: predictor.predict_proba(full / "train" / n) for n in pool}
+        ranked = rank_by_uncertainty(probabilities.__getitem__, probabilities, args.measure)
+        labelled = sum(np.bincount(read_mask(full / "trainannot" / n).ravel(), minlength=256)[:len(probabilities[
+            ranked[0][0]])] for n in initial)
         chosen = {"uncertainty": [p.name for p, _ in ranked[: args.add]],
-                  "spread": [p.name for p, _ in spread_out(ranked, hashes, args.spread)[: args.add]],
+                  "balanced": [p.name for p in balanced_order({p: class_uncertainty(q) for p, q in
+                                                               probabilities.items()}, labelled)[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
+        if "spread" in args.arms:
+            hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}
+            chosen["spread"] = [p.name for p, _ in spread_out(ranked, hashes, args.spread)[: args.add]]
+        del probabilities
         row = {"seed": seed, "base": round(base, 4)}
-        for arm, extra in chosen.items():
+        for arm in args.arms:
+            extra = chosen[arm]
             data = subset(full, initial + extra, out / f"seed{seed}" / f"data_{arm}")
             row[arm] = round(fine_tune(data, out / f"seed{seed}" / arm, args.epochs, base_dir / "best.pt", seed), 4)
-        row["gain"] = round(row["uncertainty"] - row["random"], 4)
-        row["gain_spread"] = round(row["spread"] - row["random"], 4)
+        for arm in args.arms:
+            if arm != "random":
+                row[f"gain_{arm}"] = round(row[arm] - row["random"], 4)
         rows.append(row)
-        print(f"seed {seed}: {args.initial} images {base:.4f}; +{args.add} by {args.measure} {row['uncertainty']:.4f}, "
-              f"spread {row['spread']:.4f}, at random {row['random']:.4f} (gains {row['gain']:+.4f}, "
-              f"{row['gain_spread']:+.4f})", flush=True)
-    gains = [r["gain"] for r in rows]
+        print(f"seed {seed}: {args.initial} images {base:.4f}; +{args.add}: "
+              + ", ".join(f"{arm} {row[arm]:.4f}" for arm in args.arms), flush=True)
     result = {"machine": machine(), "setting": f"CamVid 240x180, {args.initial} labelled + {args.add}, "
               f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}",
-              "seeds": rows, "mean_uncertainty": round(statistics.mean(r["uncertainty"] for r in rows), 4),
-              "mean_random": round(statistics.mean(r["random"] for r in rows), 4),
-              "mean_gain": round(statistics.mean(gains), 4), "wins": sum(g > 0 for g in gains),
-              "mean_spread": round(statistics.mean(r["spread"] for r in rows), 4),
-              "mean_gain_spread": round(statistics.mean(r["gain_spread"] for r in rows), 4),
-              "wins_spread": sum(r["gain_spread"] > 0 for r in rows)}
+              "seeds": rows}
+    for arm in args.arms:
+        result[f"mean_{arm}"] = round(statistics.mean(r[arm] for r in rows), 4)
+        if arm != "random":
+            result[f"mean_gain_{arm}"] = round(statistics.mean(r[f"gain_{arm}"] for r in rows), 4)
+            result[f"wins_{arm}"] = sum(r[f"gain_{arm}"] > 0 for r in rows)
     print(json.dumps(result))
 
 

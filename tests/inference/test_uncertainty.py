@@ -1,5 +1,6 @@
 """Uncertainty per pixel and per image, and `pixelwise data suggest`, which ranks images by it."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from pixelwise.checkpoint import save_checkpoint
 from pixelwise.cli import main
 from pixelwise.config import TrainConfig
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import (image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty,
+from pixelwise.inference.uncertainty import (balanced_order, class_uncertainty, rarity_weights, image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty,
                                              spread_out)
 from pixelwise.models.registry import create_model
 
@@ -64,3 +65,31 @@ def test_spread_out_defers_near_copies_of_chosen_images():
     assert [n for n, _ in spread_out(ranked, hashes, min_distance=16)] == ["a", "c", "b", "d"]
     assert [n for n, _ in spread_out(ranked, hashes, min_distance=3)] == ["a", "b", "c", "d"]
     assert [n for n, _ in spread_out(ranked, hashes, min_distance=0)] == ["a", "b", "c", "d"]
+
+
+def test_class_uncertainty_splits_each_pixels_entropy_over_its_classes():
+    # pixel 0 sure of class 0; pixel 1 torn between classes 1 and 2
+    proba = np.array([[[1.0, 0.0]], [[0.0, 0.5]], [[0.0, 0.5]]])
+    mass, unsure = class_uncertainty(proba)
+    np.testing.assert_allclose(mass, [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(unsure, [0.0, 0.5 * math.log(2), 0.5 * math.log(2)], atol=1e-6)
+
+
+def test_rarity_weights_are_one_over_the_root_of_the_share():
+    np.testing.assert_allclose(rarity_weights(np.array([75.0, 25.0])), [1 / math.sqrt(0.75), 2.0])
+    np.testing.assert_allclose(rarity_weights(np.array([100.0, 0.0])), [1.0, 1 / math.sqrt(1e-3)])
+
+
+def test_balanced_order_takes_rare_class_doubt_first_and_moves_on_once_a_class_is_chosen():
+    def profile(cls, entropy=1.0, pixels=100.0):
+        mass = np.zeros(3)
+        mass[cls] = pixels
+        return mass, mass * entropy
+
+    labelled = np.array([900.0, 50.0, 50.0])  # class 0 common, classes 1 and 2 rare
+    profiles = {Path("common_unsure.png"): profile(0, entropy=2.0), Path("rare1_a.png"): profile(1),
+                Path("rare1_b.png"): profile(1), Path("rare2.png"): profile(2, entropy=0.9)}
+    order = balanced_order(profiles, labelled)
+    # rare doubt beats twice the entropy on a common class; once rare1_a is in, class 2 pulls harder
+    # than a second image of class 1, although rare2's model is less unsure
+    assert [p.name for p in order] == ["rare1_a.png", "rare2.png", "rare1_b.png", "common_unsure.png"]

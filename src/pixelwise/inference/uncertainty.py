@@ -66,3 +66,36 @@ def spread_out(ranked: list[tuple[Path, dict[str, float]]], hashes: dict[Path, i
         taken.append(item)
         chosen = np.append(chosen, code)
     return taken + waiting
+
+
+def class_uncertainty(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) probabilities -> (expected pixels of each class: sum of p_c, (C,); the entropy those pixels
+    carry: sum of p_c x entropy, (C,)). Where the model thinks a class is, and how unsure it is there."""
+    flat = proba.reshape(proba.shape[0], -1).astype(np.float64)
+    return flat.sum(1), flat @ pixel_entropy(proba).ravel().astype(np.float64)
+
+
+def rarity_weights(class_pixels: np.ndarray) -> np.ndarray:
+    """(C,) pixel counts -> (C,) weights 1 / sqrt(share): a class with 1% of the pixels weighs 10, with
+    25% weighs 2. A class never seen gets the weight of one pixel in a thousand."""
+    share = class_pixels / max(class_pixels.sum(), 1.0)
+    return 1.0 / np.sqrt(np.maximum(share, 1e-3))
+
+
+def balanced_order(profiles: dict[Path, tuple[np.ndarray, np.ndarray]], labelled_pixels: np.ndarray) -> list[Path]:
+    """Images in the order to label them: unsure about rare classes first, and each pick counts as labelled.
+
+    profiles: image -> `class_uncertainty` of its probabilities; labelled_pixels: (C,) class pixel counts
+    of the masks there are. An image's score is its entropy per pixel, each pixel weighted by the
+    rarity (`rarity_weights`) of the classes the model sees there. After each pick its expected class
+    pixels join the counts, so a class stops pulling once enough of it is chosen: mean IoU weighs every
+    class alike, and uncertainty alone keeps choosing the same hard, common scene."""
+    counts = np.asarray(labelled_pixels, dtype=np.float64).copy()
+    remaining = dict(sorted(profiles.items()))
+    order = []
+    while remaining:
+        weights = rarity_weights(counts)
+        best = max(remaining, key=lambda p: float(remaining[p][1] @ weights / remaining[p][0].sum()))
+        order.append(best)
+        counts += remaining.pop(best)[0]
+    return order
