@@ -27,8 +27,7 @@ import torch
 from cpu import cpu_model
 
 from pixelwise.data.io import read_image
-from pixelwise.inference.engines import TorchEngine
-from pixelwise.inference.predict import Predictor
+from pixelwise.inference.engines import TorchEngine, create_engine
 from pixelwise.inference.tiling import class_argmax, predict_tiled, tile_starts, to_batch
 from pixelwise.models.registry import create_model
 
@@ -39,7 +38,8 @@ def max_rss_mb() -> float:
 
 def make_engine(args):
     if args.checkpoint:
-        return Predictor.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision).engine
+        return create_engine(args.engine, args.checkpoint, device=args.device, precision=args.precision,
+                             profile=args.profile, log=lambda message: None)
     torch.manual_seed(0)
     model = create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11, pretrained=False)
     for module in model.modules():  # FCN score layers start at zero: give the classes different logits
@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        help="with --checkpoint (default: auto, as pixelwise predict)")
+    parser.add_argument("--profile", default="accurate", choices=("accurate", "fast"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--compare", action="store_true", help="also predict the whole image (subprocess)")
@@ -111,6 +114,8 @@ def main() -> None:
     result = {"benchmark": "huge_image", "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "model": args.checkpoint or "untrained fcn8s/efficientnet_lite0, 11 classes",
+              "engine": getattr(engine, "name", "torch"), "profile": args.profile if args.checkpoint else None,
+              "infer_scale": engine.scale,
               "image": args.photo or "synthetic", "size": f"{width}x{height}", "tile": args.tile,
               "overlap": args.overlap, "batch": args.batch, "tiles": tiles, "seconds": round(seconds, 2),
               "megapixels_per_s": round(width * height / 1e6 / seconds, 3),

@@ -125,25 +125,48 @@ def tensors_in(value):
             yield from tensors_in(item)
 
 
+# At inference these return their input or a view of it: no bytes move.
+NO_WORK = (nn.Identity, nn.Dropout, nn.Flatten)
+
+
+def does_work(module: nn.Module) -> bool:
+    """Leaves, and modules that compute with parameters of their own besides their children (timm's
+    BatchNormAct2d runs its BatchNorm itself and its activation as a child)."""
+    if isinstance(module, NO_WORK):
+        return False
+    return not any(True for _ in module.children()) or any(True for _ in module.parameters(recurse=False))
+
+
+def is_elementwise(module: nn.Module, inputs, output) -> bool:
+    """BatchNorm, activations, dropout: no weight matrix, output shaped as the input. Graph runtimes
+    fold these into the convolution before them, so their tensors never travel on their own."""
+    if any(p.dim() >= 2 for p in module.parameters(recurse=False)):
+        return False
+    first_in, first_out = next(tensors_in(inputs), None), next(tensors_in(output), None)
+    return first_in is not None and first_out is not None and first_in.shape == first_out.shape
+
+
 @torch.inference_mode()
-def forward_traffic(network: nn.Module, size: tuple[int, int], precision: str) -> Traffic:
-    """Estimate by running one (1, 3, H, W) image: every leaf module reads its inputs and writes its
-    outputs, and every parameter is read once. Under bf16 autocast the hooks see bf16 tensors, so their
-    real sizes count. It over-counts fused runtimes (ORT, OpenVINO fuse conv+BN+activation), misses
-    functional ops (interpolate, residual adds) and counts feature maps that stay in cache as if they
-    went to DRAM: a rough figure, good for telling memory-bound models from compute-bound ones."""
+def forward_traffic(network: nn.Module, size: tuple[int, int], precision: str, fused: bool = False) -> Traffic:
+    """Estimate by running one (1, 3, H, W) image: every module that does work (see `does_work`) reads
+    its inputs and writes its outputs, and every parameter is read once. Under bf16 autocast the hooks see bf16 tensors, so their
+    real sizes count. `fused`: as a graph runtime runs it (ONNX Runtime, OpenVINO), elementwise layers
+    folded into the convolutions (see `is_elementwise`). Still rough: functional ops (interpolate,
+    residual adds) are missed and feature maps that stay in cache are counted as if they went to
+    DRAM; good for telling memory-bound models from compute-bound ones."""
     measured = "fp32" if precision == "int8" else precision
     moved = largest = 0
 
-    def hook(_module, inputs, output):
+    def hook(module, inputs, output):
         nonlocal moved, largest
+        if fused and is_elementwise(module, inputs, output):
+            return
         for tensor in (*tensors_in(inputs), *tensors_in(output)):
             nbytes = tensor.numel() * tensor.element_size()
             moved += nbytes
             largest = max(largest, nbytes)
 
-    leaves = [m for m in network.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in network.modules() if does_work(m)]
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=measured == "bf16"):
             network.eval()(torch.zeros(1, 3, *size))

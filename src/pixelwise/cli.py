@@ -454,7 +454,7 @@ def add_data_parsers(data) -> None:
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     """--engine and --profile, shared by evaluate and predict."""
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
-                   help="auto (the fastest here: torch with bf16 on CPUs that have it, else OpenVINO or onnxruntime), "
+                   help="auto (the fastest here: OpenVINO where installed, else onnxruntime, on a GPU torch), "
                    "torch (eager), onnxruntime or openvino; the ONNX engines export CKPT to <stem>.onnx beside it "
                    "once (reused while newer than CKPT), or take an .onnx from pixelwise export as --checkpoint "
                    "(default: %(default)s)")

@@ -31,7 +31,7 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
-from pixelwise.runtime import cpu_has_bf16, inference_setup, predict_logits, resolve_device
+from pixelwise.runtime import inference_setup, predict_logits, resolve_device
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 
@@ -274,14 +274,16 @@ def profile_scale(profile: str, trained_scale: float) -> float:
 
 
 def fastest_engine(device: str = "auto") -> str:
-    """The engine `--engine auto` picks. Measured by benchmarks/speed.py (see the README's speed table):
-    on a CPU with native bf16 (AMX, AVX512-BF16) eager PyTorch with bf16 autocast and channels_last
-    leads; without it an exported graph in OpenVINO, else ONNX Runtime, runs fp32 faster than eager.
-    On a GPU, PyTorch."""
-    if resolve_device(device).type == "cuda" or cpu_has_bf16():
+    """The engine `--engine auto` picks. Measured by benchmarks/speed.py on a 2-core Xeon with AMX (the
+    README's speed table): on the CPU an exported graph beats eager PyTorch at every size and batch,
+    OpenVINO most (it fuses the depthwise blocks and runs them in bf16 where the CPU has it), then ONNX
+    Runtime; so OpenVINO where it is installed, else ONNX Runtime, else PyTorch. Exporting a checkpoint
+    needs onnx and onnxscript as well. On a GPU, PyTorch."""
+    if resolve_device(device).type == "cuda":
         return "torch"
-    for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime")):
-        if importlib.util.find_spec(module) and importlib.util.find_spec("onnxscript"):
+    can_export = all(importlib.util.find_spec(module) for module in ("onnx", "onnxscript"))
+    for name in ("openvino", "onnxruntime"):
+        if can_export and importlib.util.find_spec(name):
             return name
     return "torch"
 
@@ -298,7 +300,9 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
     profile_scale(profile, 1.0)  # an unknown profile is refused before any model loads
     is_onnx = model_file.suffix.lower() == ".onnx"
     if name == "auto":
-        name = "onnxruntime" if is_onnx and fastest_engine(device) == "torch" else fastest_engine(device)
+        name = fastest_engine(device)
+        if is_onnx and name == "torch":  # no exporter is needed for a file already exported
+            name = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
         if name != "torch":
             try:
                 return create_engine(name, model_file, device, precision, log, profile)
