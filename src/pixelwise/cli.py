@@ -306,7 +306,16 @@ def cmd_data_suggest(args) -> None:
     if not unlabelled:
         raise PixelwiseError(f"{root}: every image has a mask; nothing to suggest")
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
-    ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure)
+    labelled = None
+    if args.measure == "balanced":  # the classes the masks already hold pull less
+        import numpy as np
+
+        from pixelwise.data.io import read_mask
+
+        classes = len(predictor.class_names)
+        labelled = sum((np.bincount(read_mask(s.mask).ravel(), minlength=256)[:classes] for s in samples if s.mask),
+                       np.zeros(classes, dtype=np.int64))
+    ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure, labelled)
     if args.spread:
         from pixelwise.data.duplicates import perceptual_hash
         from pixelwise.data.io import read_image
@@ -440,8 +449,10 @@ def add_data_parsers(data) -> None:
                         "suggest --checkpoint runs/mine/best.pt data/mine")
     p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
-    p.add_argument("--measure", default="entropy", choices=("entropy", "margin"),
-                   help="mean pixel entropy (high first) or top-2 margin (low first) (default: %(default)s)")
+    p.add_argument("--measure", default="entropy", choices=("entropy", "margin", "balanced"),
+                   help="mean pixel entropy (high first), top-2 margin (low first), or balanced: entropy weighted "
+                   "towards the classes the masks so far hold least, each pick counted as labelled "
+                   "(default: %(default)s)")
     p.add_argument("--spread", type=int, default=0, metavar="BITS",
                    help="keep images this many perceptual-hash bits apart at the top of the list (e.g. 16 for "
                    "video frames: near-identical frames wait their turn); 0: pure uncertainty order (default)")

@@ -3,6 +3,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from pixelwise.checkpoint import save_checkpoint
@@ -56,6 +57,15 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
     entropy = {f"images/img{i:02d}.png": pixel_entropy(predictor.predict_proba(
         folder_dataset / "images" / f"img{i:02d}.png")).mean() for i in (2, 5, 7)}
     assert listed == sorted(entropy, key=lambda name: -entropy[name])
+
+    # --measure balanced weighs each class by how little of it the 7 masks hold
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
+                 "balanced", "--precision", "fp32", "--out", str(tmp_path / "balanced.txt")]) == 0
+    masks = [np.asarray(Image.open(m)) for m in sorted((folder_dataset / "masks").glob("*.png"))]
+    labelled = sum(np.bincount(m.ravel(), minlength=256)[:3] for m in masks)
+    profiles = {f"images/img{i:02d}.png": class_uncertainty(predictor.predict_proba(
+        folder_dataset / "images" / f"img{i:02d}.png")) for i in (2, 5, 7)}
+    assert (tmp_path / "balanced.txt").read_text().split() == balanced_order(profiles, labelled)
 
 
 def test_spread_out_defers_near_copies_of_chosen_images():

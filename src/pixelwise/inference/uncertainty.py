@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pixelwise.data.duplicates import popcount
 
-MEASURES = ("entropy", "margin")
+MEASURES = ("entropy", "margin", "balanced")
 
 
 def pixel_margin(proba: np.ndarray) -> np.ndarray:
@@ -39,13 +39,24 @@ def image_uncertainty(proba: np.ndarray) -> dict[str, float]:
 
 
 def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable[Path],
-                        measure: str = "entropy") -> list[tuple[Path, dict[str, float]]]:
-    """Most uncertain first: highest mean entropy, or lowest mean margin. Ties keep name order."""
+                        measure: str = "entropy", labelled_pixels: np.ndarray | None = None
+                        ) -> list[tuple[Path, dict[str, float]]]:
+    """Most uncertain first: highest mean entropy, lowest mean margin, or `balanced` (see `balanced_order`;
+    needs `labelled_pixels`, the (C,) class pixel counts of the masks there are). Ties keep name order.
+    -> [(image, {"entropy": mean entropy, "margin": mean margin})]"""
     if measure not in MEASURES:
-        raise ValueError(f"unknown uncertainty measure {measure!r}; choose {' or '.join(MEASURES)}")
+        raise ValueError(f"unknown uncertainty measure {measure!r}; choose {', '.join(MEASURES)}")
     images = sorted(images)
-    scored = [(path, image_uncertainty(proba_of(path))) for path in tqdm(images, desc="scoring", unit="img",
-                                                                          leave=False, disable=len(images) < 20)]
+    scored, profiles = [], {}
+    for path in tqdm(images, desc="scoring", unit="img", leave=False, disable=len(images) < 20):
+        proba = proba_of(path)
+        scored.append((path, image_uncertainty(proba)))
+        if measure == "balanced":
+            profiles[path] = class_uncertainty(proba)
+    if measure == "balanced" and scored:
+        scores = dict(scored)
+        counts = np.zeros(len(next(iter(profiles.values()))[0])) if labelled_pixels is None else labelled_pixels
+        return [(path, scores[path]) for path in balanced_order(profiles, counts)]
     sign = -1 if measure == "entropy" else 1
     return sorted(scored, key=lambda item: sign * item[1][measure])
 
