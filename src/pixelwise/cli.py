@@ -229,7 +229,9 @@ def cmd_predict(args) -> None:
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)  # refused before the model loads
     predictor = load_predictor(args)
-    summary = predict_folder(predictor, images, out, batch_size=args.batch_size, overlay=not args.no_overlay,
+    on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
+    batch_size = args.batch_size or (8 if on_gpu else 1)
+    summary = predict_folder(predictor, images, out, batch_size=batch_size, overlay=not args.no_overlay,
                              tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr))
     print(f"wrote {summary.written} {'masks' if args.no_overlay else 'masks and overlays'} to {out} "
           f"({summary.images_per_s:.1f} images/s)")
@@ -544,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images, any size")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="images of equal size per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images of equal size per forward pass (default: 1 on the CPU, where batches only add "
+                   "memory traffic, measured in benchmarks/speed.py; 8 on a GPU)")
     p.add_argument("--tile", type=positive_int, metavar="PIXELS",
                    help="predict in overlapping tiles of this size, blended smoothly, band by band: for images "
                    "too large to predict whole (aerial, slides, scans), e.g. --tile 1024")

@@ -38,7 +38,7 @@ class PredictSummary:
     images_per_s: float = 0.0
 
 
-def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int = 8, overlay: bool = True,
+def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int = 1, overlay: bool = True,
                    tile: int | None = None, overlap: int = 128, workers: int = 2,
                    log: Callable[[str], None] = print) -> PredictSummary:
     """Predict `images` into `out`: <stem>.png and, with `overlay`, <stem>_overlay.png per image.
