@@ -551,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "memory traffic, measured in benchmarks/speed.py; 8 on a GPU)")
     p.add_argument("--tile", type=positive_int, metavar="PIXELS",
                    help="predict in overlapping tiles of this size, blended smoothly, band by band: for images "
-                   "too large to predict whole (aerial, slides, scans), e.g. --tile 1024")
+                   "too large to predict whole (aerial, slides, scans), e.g. --tile 1024. The size is what the "
+                   "network sees, so the image tiles are smaller by the inference scale (1024/1.75 = 585 pixels at "
+                   "--profile accurate) and memory stays the same at every profile")
     p.add_argument("--overlap", type=int, default=128, metavar="PIXELS",
                    help="tile overlap, at most half of --tile (default: %(default)s)")
     p.add_argument("--no-overlay", action="store_true", help="write only the class-index PNGs")

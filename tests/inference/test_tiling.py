@@ -192,3 +192,20 @@ def test_peak_memory_stays_far_below_full_image_logits():
     assert len(rss["classes"]) > 1
     assert rss["after_kb"] - rss["before_kb"] < full_logits_kb // 2
     assert rss["after_kb"] < 1.5 * 1024 * 1024
+
+
+def test_tile_size_is_what_the_network_sees_at_the_engines_inference_scale():
+    class Recording:
+        scale = 2.0  # the network sees every image twice as large: image tiles must be half as large
+
+        def __init__(self):
+            self.shapes = []
+
+        def logits(self, images):
+            self.shapes.append(tuple(images.shape))
+            return torch.zeros(images.shape[0], 3, *images.shape[-2:])
+
+    engine = Recording()
+    predict_tiled(engine, np.zeros((100, 100, 3), dtype=np.uint8), tile=64, overlap=16)
+    assert set(engine.shapes) == {(1, 3, 32, 32)}
+    assert len(engine.shapes) == len(tile_starts(100, 32, 8)) ** 2 == 16

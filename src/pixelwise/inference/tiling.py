@@ -114,8 +114,13 @@ def predict_tiled(engine, image: np.ndarray, tile: int = 1024, overlap: int = 12
 
     engine: anything with `logits((N, 3, h, w) in 0..1) -> (N, C, h, w)` (see inference.engines);
     `batch` tiles go through it at once (each costs C x tile x tile floats of logits plus the
-    model's activations). An image no larger than a tile is one whole-image pass."""
+    model's activations). `tile` and `overlap` are what the network sees: an engine that resizes
+    by its inference scale (`engine.scale`, 1.75 at the accurate profile) gets image tiles that
+    much smaller, so memory is bounded by `tile` whatever the profile. An image no larger than a
+    tile is one whole-image pass."""
     check_tiling(tile, overlap)
+    scale = float(getattr(engine, "scale", 1.0))
+    tile, overlap = max(1, round(tile / scale)), round(overlap / scale)
     if batch < 1:
         raise PixelwiseError(f"tile batch {batch} must be at least 1")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
