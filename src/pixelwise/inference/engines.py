@@ -154,7 +154,19 @@ def network_input(images: torch.Tensor):
     return images.float().contiguous().numpy()
 
 
-class OnnxRuntimeEngine:
+class ExportedGraph:
+    """What both runtimes share: `run` is the graph alone, (N, 3, h, w) -> (N, C, h, w) logits, and the
+    inference-scale resizes around it are eager PyTorch's (`runtime.predict_logits`)."""
+    scale: float
+
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
+
+
+class OnnxRuntimeEngine(ExportedGraph):
     """An exported .onnx in ONNX Runtime (CPU, or CUDA when onnxruntime-gpu sees a GPU).
 
     Session options suit a process that shares the CPU with torch: one intra-op thread a physical
@@ -186,9 +198,6 @@ class OnnxRuntimeEngine:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
         return torch.from_numpy(self.session.run(None, {self.input_name: network_input(images)})[0])
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
-
 
 def ort_providers(ort, device: str) -> list[str]:
     available = ort.get_available_providers()
@@ -202,7 +211,7 @@ def ort_providers(ort, device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(ExportedGraph):
     """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
 
     Precision follows the torch engine's rule: `auto` lets OpenVINO use bf16 where the CPU has it
@@ -234,9 +243,6 @@ class OpenVinoEngine:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
         # The result lives in the infer request's buffer, which the next call overwrites: copy it out.
         return torch.from_numpy(self.compiled(network_input(images))[0].copy())
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
 
 
 # ---------------------------------------------------------------- from a model file

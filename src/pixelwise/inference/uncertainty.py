@@ -55,7 +55,7 @@ def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable
             profiles[path] = class_uncertainty(proba)
     if measure == "balanced" and scored:
         scores = dict(scored)
-        counts = np.zeros(len(next(iter(profiles.values()))[0])) if labelled_pixels is None else labelled_pixels
+        counts = np.zeros_like(profiles[images[0]][0]) if labelled_pixels is None else labelled_pixels
         return [(path, scores[path]) for path in balanced_order(profiles, counts)]
     sign = -1 if measure == "entropy" else 1
     return sorted(scored, key=lambda item: sign * item[1][measure])
