@@ -5,11 +5,13 @@
 The folder holds --images CamVid-sized photos (CamVid train and val, repeated to the count, linked
 into a temporary folder; CamVid is never copied). Three figures, images/s, on this machine:
 
-- `pixelwise predict --profile fast` as a user runs it: the whole command in a fresh process,
-  start-up, model load, decoding, inference and PNG writing included; with overlays (the default)
-  and with --no-overlay;
-- its pure-model throughput: the same engine on already decoded images, one at a time as predict runs them, nothing
-  else (what the pipeline is measured against: target >= 85%);
+- `pixelwise predict --profile fast` as a user runs it, with overlays (the default) and with
+  --no-overlay, twice over: the pipeline's own rate as the command prints it (from the first image
+  read to the last file written) and the whole command in a fresh process (start-up and model load
+  included);
+- its pure-model throughput: the same engine on already decoded images, nothing else, at its
+  best: one call at a time over every core (latency mode), or one call a core side by side (the
+  streams predict uses); the pipeline is measured against the better of the two (target >= 85%);
 - the plain loop a user would write with segmentation_models_pytorch's Unet/MobileNetV2 at its best
   CPU setting (channels_last + bf16): decode, model, argmax, PNG write, one image at a time
   (target: pixelwise fast >= 2x its images/s).
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,7 @@ from common import CAMVID
 from cpu import cpu_model
 
 from pixelwise.data.io import IMAGE_SUFFIXES, read_image
-from pixelwise.inference.engines import create_engine
+from pixelwise.inference.engines import create_engine, physical_cores
 from pixelwise.inference.tiling import to_batch
 
 
@@ -51,25 +55,33 @@ def link_images(folder: Path, count: int) -> list[Path]:
     return links
 
 
-def time_command(args: list[str]) -> float:
+def time_command(args: list[str]) -> tuple[float, float]:
+    """-> (seconds for the whole command, the images/s its pipeline printed)"""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pixelwise", *args], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"pixelwise {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return seconds, float(re.search(r"\(([\d.]+) images/s\)", done.stdout).group(1))
 
 
 @torch.inference_mode()
-def pure_model(checkpoint: Path, images: list[Path], batch: int = 1) -> tuple[str, float]:
-    """The fast profile's engine alone on decoded images, at predict's batch size on the CPU
+def pure_model(checkpoint: Path, images: list[Path], streams: int) -> tuple[str, float]:
+    """The fast profile's engine alone on decoded images, one image a call, `streams` calls at once
     -> (engine name, images/s)."""
-    engine = create_engine("auto", checkpoint, profile="fast", log=lambda message: None)
-    batches = [to_batch([read_image(p) for p in images[i:i + batch]]) for i in range(0, len(images), batch)]
-    engine.logits(batches[0])  # kernels are picked on the first call
-    start = time.perf_counter()
-    for images_ in batches:  # logits only: the pipeline's writers take the argmax beside the model
-        engine.logits(images_)
-    return engine.name, sum(len(b) for b in batches) / (time.perf_counter() - start)
+    engine = create_engine("auto", checkpoint, profile="fast", log=lambda message: None, streams=streams)
+    batches = [to_batch([read_image(p)]) for p in images]
+    if engine.streams == 1:  # from the main thread, as predict calls it (OpenVINO runs it there at full speed)
+        engine.logits(batches[0])
+        start = time.perf_counter()
+        for batch in batches:
+            engine.logits(batch)
+        return engine.name, len(batches) / (time.perf_counter() - start)
+    with ThreadPoolExecutor(engine.streams) as pool:
+        list(pool.map(engine.logits, batches[:2 * engine.streams]))  # kernels are picked on the first calls
+        start = time.perf_counter()
+        list(pool.map(engine.logits, batches))
+    return engine.name, len(batches) / (time.perf_counter() - start)
 
 
 class SmpUnet(torch.nn.Module):
@@ -122,25 +134,27 @@ def main() -> None:
         if args.accurate:
             runs["accurate"] = []
         for name, extra in runs.items():
-            seconds = time_command(["predict", "--checkpoint", str(checkpoint), str(tmp / "in"),
-                                    "--out", str(tmp / name), *extra])
-            result[f"pixelwise_{name}_images_per_s"] = round(args.images / seconds, 2)
-            result[f"pixelwise_{name}_seconds"] = round(seconds, 1)
-            print(f"pixelwise predict {' '.join(extra) or '(default)'}: {seconds:.1f} s, "
-                  f"{args.images / seconds:.2f} images/s", flush=True)
-        engine, model_speed = pure_model(checkpoint, images)
-        result.update(fast_engine=engine, pure_model_images_per_s=round(model_speed, 2))
-        print(f"pure model ({engine}, fast profile, batch 1): {model_speed:.2f} images/s", flush=True)
+            seconds, pipeline = time_command(["predict", "--checkpoint", str(checkpoint), str(tmp / "in"),
+                                              "--out", str(tmp / name), *extra])
+            result[f"pixelwise_{name}_images_per_s"] = pipeline
+            result[f"pixelwise_{name}_command_images_per_s"] = round(args.images / seconds, 2)
+            result[f"pixelwise_{name}_command_seconds"] = round(seconds, 1)
+            print(f"pixelwise predict {' '.join(extra) or '(default)'}: pipeline {pipeline:.2f} images/s; whole "
+                  f"command {seconds:.1f} s, {args.images / seconds:.2f} images/s", flush=True)
+        for mode, streams in (("latency", 1), ("streams", physical_cores())):
+            engine, speed = pure_model(checkpoint, images, streams)
+            result[f"pure_model_{mode}_images_per_s"] = round(speed, 2)
+            print(f"pure model ({engine}, fast profile, {streams} call(s) at once): {speed:.2f} images/s", flush=True)
+        model_speed = max(result["pure_model_latency_images_per_s"], result["pure_model_streams_images_per_s"])
+        result.update(fast_engine=engine, pure_model_images_per_s=model_speed)
         (tmp / "smp").mkdir()
         smp_speed = smp_loop(images, tmp / "smp")
         result["smp_loop_images_per_s"] = round(smp_speed, 2)
         print(f"plain smp Unet/MobileNetV2 bf16 loop: {smp_speed:.2f} images/s", flush=True)
-    fast = result["pixelwise_fast_images_per_s"]
-    result["targets"] = {
-        "fast_vs_smp_loop": round(fast / smp_speed, 2),  # target >= 2
-        "fast_share_of_pure_model": round(fast / model_speed, 3),  # target >= 0.85
-        "fast_no_overlay_share_of_pure_model": round(result["pixelwise_fast_no_overlay_images_per_s"] / model_speed, 3),
-    }
+    # The smp loop is timed from its second image, as the pipelines are: start-up is reported apart.
+    result["targets"] = {f"{name}_{what}": round(result[f"pixelwise_{name}_images_per_s"] / reference, 3)
+                         for name in runs for what, reference in (("vs_smp_loop", smp_speed),  # target >= 2
+                                                                  ("share_of_pure_model", model_speed))}  # >= 0.85
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

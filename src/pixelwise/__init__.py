@@ -7,13 +7,13 @@
     scores = pixelwise.evaluate("runs/camvid/best.pt", "data/camvid", split="val")
     mask = pixelwise.load("runs/camvid/best.pt").predict("street.jpg")   # HxW class indices
 
-Importing pixelwise loads the models and the predictor only: the trainer, the advisor and matplotlib
-load on first use of `train`, `evaluate` or `advise`, and nothing global (such as matplotlib's
-backend) changes.
+Importing pixelwise loads the predictor only: the model zoo (timm, torchvision) loads on first use
+of `create_model` or a checkpoint, the trainer, the advisor and matplotlib on first use of `train`,
+`evaluate` or `advise`, and nothing global (such as matplotlib's backend) changes. So predicting
+with an exported model starts without the zoo's 2 s of imports.
 """
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predict import Predictor, load
-from pixelwise.models.registry import create_model, list_backbones, list_models
 
 __all__ = ["create_model", "list_models", "list_backbones", "advise", "train", "evaluate", "load", "Predictor",
            "PixelwiseError", "DataError"]
@@ -25,6 +25,10 @@ def __getattr__(name: str):
         from pixelwise import api
 
         return getattr(api, name)
+    if name in ("create_model", "list_models", "list_backbones"):
+        from pixelwise.models import registry
+
+        return getattr(registry, name)
     if name == "advise":
         from pixelwise.training.advisor import advise
 

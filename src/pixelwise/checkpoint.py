@@ -14,7 +14,6 @@ import torch
 
 from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
-from pixelwise.models.registry import create_model
 
 # What must agree between a checkpoint and the run that resumes it: anything else is a new model.
 ARCHITECTURE_KEYS = ("model", "backbone", "upsample")
@@ -93,6 +92,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the architecture from the saved config and load its weights; no download needed."""
+    from pixelwise.models.registry import create_model  # the zoo's imports (timm) wait until a model is built
+
     cfg = TrainConfig.from_dict(ckpt["config"])
     # The random initialisation is overwritten at once: fork the RNG so that loading a model leaves
     # the caller's random stream exactly where it was.

@@ -203,22 +203,23 @@ def cmd_export(args) -> None:
                 calibration=[Path(args.calibration)] if args.calibration else None, opset=args.opset)
 
 
-def load_predictor(args):
+def load_predictor(args, streams: int = 1):
     """The model behind `predict`, on the engine asked for; OpenVINO falls back to onnxruntime, saying why."""
     from pixelwise.inference.engines import predictor_from
 
     try:
         return predictor_from(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
-                              profile=args.profile)
+                              profile=args.profile, streams=streams)
     except PixelwiseError as err:
         if args.engine != "openvino":
             raise
         print(f"{err}\nfalling back to --engine onnxruntime", file=sys.stderr)
         return predictor_from(args.checkpoint, engine="onnxruntime", device=args.device, precision=args.precision,
-                              profile=args.profile)
+                              profile=args.profile, streams=streams)
 
 
 def cmd_predict(args) -> None:
+    from pixelwise.inference.engines import physical_cores
     from pixelwise.inference.pipeline import predict_folder
     from pixelwise.inference.predict import gather_images
     from pixelwise.inference.tiling import check_tiling
@@ -228,7 +229,10 @@ def cmd_predict(args) -> None:
     check_outputs(images, out)
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)  # refused before the model loads
-    predictor = load_predictor(args)
+    # Several whole images at once, one a core, get the most through an exported graph (see
+    # inference.pipeline); one image, tiles or batches run as one call over every core.
+    side_by_side = len(images) > 1 and args.tile is None and args.batch_size in (None, 1)
+    predictor = load_predictor(args, streams=physical_cores() if side_by_side else 1)
     on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
     batch_size = args.batch_size or (8 if on_gpu else 1)
     summary = predict_folder(predictor, images, out, batch_size=batch_size, overlay=not args.no_overlay,

@@ -109,6 +109,23 @@ def test_openvino_gives_onnxruntimes_logits(beside):
         torch.testing.assert_close(openvino.logits(batch), engine.logits(batch), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_an_engine_with_two_streams_serves_two_threads_at_once_with_the_same_logits(beside, name):
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, _, _, _ = beside
+    one = create_engine(name, folder / "model.onnx", precision="fp32")
+    two = create_engine(name, folder / "model.onnx", precision="fp32", streams=2)
+    assert (one.streams, two.streams) == (1, 2)
+    batches = [images(1, 45 + i, 61, seed=i) for i in range(6)]
+    with ThreadPoolExecutor(2) as pool:  # each thread has its own request; results never cross
+        side_by_side = list(pool.map(two.logits, batches))
+    for batch, logits in zip(batches, side_by_side):
+        torch.testing.assert_close(logits, one.logits(batch), atol=1e-5, rtol=0)
+    with pytest.raises(PixelwiseError, match="streams must be a whole number of at least 1, got 0"):
+        create_engine(name, folder / "model.onnx", streams=0)
+
+
 def test_without_openvino_the_engine_says_how_to_install_it(beside, monkeypatch):
     folder, _, _, _ = beside
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
@@ -122,6 +139,17 @@ def test_importing_pixelwise_loads_no_onnx_runtime():
               "m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', 'onnxscript', 'openvino'))))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_predicting_with_an_exported_model_never_loads_the_model_zoo(beside):
+    """timm and torchvision take about 2 s to import; a predict from an .onnx file needs neither."""
+    folder, _, engine, _ = beside
+    script = (f"import sys, json, numpy as np, pixelwise; p = pixelwise.load({str(folder / 'model.onnx')!r}, "
+              "engine='onnxruntime'); mask = p.predict(np.zeros((45, 61, 3), np.uint8)); print(json.dumps(["
+              "list(mask.shape), sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision') "
+              "or m.startswith('pixelwise.models'))]))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[45, 61], []]
 
 
 def test_evaluate_engine_fills_the_confusion_matrix_that_eager_evaluation_does(beside, folder_dataset):

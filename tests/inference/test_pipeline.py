@@ -1,4 +1,6 @@
 """The folder pipeline writes exactly what the one-image-at-a-time path writes, whatever the batching."""
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,53 @@ def test_batch_size_does_not_change_the_outputs(photos, tmp_path):
                        workers=batch_size, log=lambda message: None)
     assert outputs(tmp_path / "b1") == outputs(tmp_path / "b3")
     assert len(outputs(tmp_path / "b1")) == 16
+
+
+class StreamedColourEngine(ColourEngine):
+    """ColourEngine serving two calls at once; it records the most calls that were ever inside it together."""
+    streams = 2
+
+    def __init__(self):
+        super().__init__()
+        self.inside, self.most_inside, self.lock = 0, 0, threading.Lock()
+
+    def logits(self, images):
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.02)  # long enough for the other stream's call to arrive
+        try:
+            return super().logits(images)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+def test_an_engine_with_streams_predicts_whole_images_side_by_side_with_the_same_files(photos, tmp_path):
+    images = gather_images([photos])
+    sequential(make_predictor(), images, tmp_path / "seq")
+    engine = StreamedColourEngine()
+    messages = []
+    summary = predict_folder(Predictor(engine, ["red", "green", "blue", "dark"], default_palette(4), 255), images,
+                             tmp_path / "side", log=messages.append)
+    assert outputs(tmp_path / "side") == outputs(tmp_path / "seq")  # byte-identical labels and overlays
+    assert summary.written == 8 and [p for p, _ in summary.failed] == [photos / "broken.png"]
+    assert messages == [f"skipped: {summary.failed[0][1]}"]
+    assert sorted(engine.calls) == sorted((1, 3, *read_image(p).shape[:2])  # one whole image a call
+                                          for p in images if p.name != "broken.png")
+    assert engine.most_inside == 2  # two streams, two calls at once, never more
+
+
+def test_a_failed_write_stops_the_side_by_side_run(photos, tmp_path, monkeypatch):
+    import pixelwise.inference.pipeline as pipeline
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "write_outputs", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        predict_folder(Predictor(StreamedColourEngine(), ["r", "g", "b", "d"], default_palette(4), 255),
+                       [photos / "img0.jpg", photos / "img1.png"], tmp_path / "out")
 
 
 def test_no_overlay_writes_labels_only(photos, tmp_path):

@@ -5,6 +5,11 @@
 at the input's size, with the checkpoint's inference scale applied inside. Predictor, tiling and the
 folder pipeline work on that contract alone, so an exported model runs wherever eager PyTorch does.
 
+`engine.streams` says how many threads may call `logits` at once, each getting a share of the cores:
+1 (the default) gives one call all the cores, the lowest latency for one image. Exported graphs
+made with `streams=N` run N calls side by side on a core or so each, which on a small CPU gets more
+images through than one call spread over every core (see `inference.pipeline`).
+
 - `TorchEngine`: the checkpoint's model in eager PyTorch.
 - `OnnxRuntimeEngine`, `OpenVinoEngine`: an .onnx file written by `pixelwise export` (see
   inference.export). The graph is the network alone; the inference-scale resize before it and the
@@ -21,6 +26,7 @@ import importlib
 import importlib.util
 import json
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -127,8 +133,10 @@ def physical_cores() -> int:
 # ---------------------------------------------------------------- eager PyTorch
 
 class TorchEngine:
-    """Eager PyTorch: the model on a device, bf16 autocast + channels_last where the hardware has native bf16."""
+    """Eager PyTorch: the model on a device, bf16 autocast + channels_last where the hardware has native bf16.
+    One stream: torch's intra-op threads are per process, so concurrent calls would only fight over them."""
     name = "torch"
+    streams = 1
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  meta: dict | None = None):
@@ -158,6 +166,7 @@ class ExportedGraph:
     """What both runtimes share: `run` is the graph alone, (N, 3, h, w) -> (N, C, h, w) logits, and the
     inference-scale resizes around it are eager PyTorch's (`runtime.predict_logits`)."""
     scale: float
+    streams: int = 1
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -174,14 +183,17 @@ class OnnxRuntimeEngine(ExportedGraph):
     spinning, so ORT's idle threads do not busy-wait while torch resizes the images."""
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto"):
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
+                 streams: int = 1):
         ort = import_optional("onnxruntime", "onnx", "--engine onnxruntime")
         self.path = Path(path)
         if precision == "bf16":
             raise PixelwiseError("onnxruntime runs the .onnx file's own precision (fp32, or int8 from "
                                  "`pixelwise export --int8`); use --precision auto or fp32, or --engine torch for bf16")
+        self.streams = check_streams(streams)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or physical_cores()
+        # A session runs concurrent calls safely, each on its own intra-op threads: share the cores out.
+        options.intra_op_num_threads = max(1, (threads or physical_cores()) // self.streams)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -219,7 +231,8 @@ class OpenVinoEngine(ExportedGraph):
     in int8 either way."""
     name = "openvino"
 
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto"):
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
+                 streams: int = 1):
         ov = import_optional("openvino", "openvino", "--engine openvino")
         self.path = Path(path)
         if device == "cuda":
@@ -228,7 +241,10 @@ class OpenVinoEngine(ExportedGraph):
         if precision not in ("auto", "fp32", "bf16"):
             raise PixelwiseError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
         self.meta = read_metadata(self.path)
+        self.streams = check_streams(streams)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or physical_cores()}
+        if self.streams > 1:  # OpenVINO splits the threads into streams; each infer request runs on one
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
         if precision != "auto":
             config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
         try:
@@ -238,11 +254,23 @@ class OpenVinoEngine(ExportedGraph):
             raise PixelwiseError(f"OpenVINO cannot run {self.path} ({type(err).__name__}: "
                                  f"{str(err).strip().splitlines()[0][:300]}); use --engine onnxruntime") from None
         self.scale = float(self.meta["infer_scale"])
+        self._requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
-        # The result lives in the infer request's buffer, which the next call overwrites: copy it out.
-        return torch.from_numpy(self.compiled(network_input(images))[0].copy())
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        # The input is read in place; the result lives in the request's buffer, which the next call
+        # overwrites: copy it out, once.
+        result = request.infer({0: network_input(images)}, share_inputs=True, share_outputs=True)
+        return torch.from_numpy(result[0].copy())
+
+
+def check_streams(streams: int) -> int:
+    if not isinstance(streams, int) or streams < 1:
+        raise PixelwiseError(f"streams must be a whole number of at least 1, got {streams!r}")
+    return streams
 
 
 # ---------------------------------------------------------------- from a model file
@@ -295,11 +323,12 @@ def fastest_engine(device: str = "auto") -> str:
 
 
 def create_engine(name: str, model_file: str | Path, device: str = "auto", precision: str = "auto", log=print,
-                  profile: str = "accurate"):
+                  profile: str = "accurate", streams: int = 1):
     """An engine by name (auto | torch | onnxruntime | openvino) from a checkpoint (.pt) or an exported
     .onnx, at a speed profile (accurate | fast, see PROFILES). ONNX engines given a checkpoint use
     `<stem>.onnx` beside it (see `onnx_beside`). `auto` is `fastest_engine()`, and falls back to
-    torch, saying why, where that engine cannot run."""
+    torch, saying why, where that engine cannot run. `streams`: how many concurrent calls an exported
+    graph serves side by side (see the module's docstring); the torch engine always has one."""
     model_file = Path(model_file)
     if name not in ("auto", *ENGINES):
         raise PixelwiseError(f"unknown engine {name!r}; choose auto or one of {', '.join(ENGINES)}")
@@ -311,7 +340,7 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
             name = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
         if name != "torch":
             try:
-                return create_engine(name, model_file, device, precision, log, profile)
+                return create_engine(name, model_file, device, precision, log, profile, streams)
             except PixelwiseError as err:
                 if is_onnx:
                     raise
@@ -325,20 +354,21 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
     else:
         onnx_path = model_file if is_onnx else onnx_beside(model_file, log)
         engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
-        engine = engine_class(onnx_path, device=device, precision=precision)
+        engine = engine_class(onnx_path, device=device, precision=precision, streams=streams)
     engine.scale = profile_scale(profile, engine.meta["infer_scale"])
     return engine
 
 
 def predictor_from(model_file: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto",
-                   log=print, profile: str = "accurate"):
+                   log=print, profile: str = "accurate", streams: int = 1):
     """A Predictor from a checkpoint or an exported .onnx, running on the named engine at a speed
     profile: the class names, palette and ignore index come from the checkpoint or from the .onnx
     file's metadata."""
     # predict.py imports this module for TorchEngine, so Predictor is imported at call time.
     from pixelwise.inference.predict import Predictor
 
-    runner = create_engine(engine, model_file, device=device, precision=precision, log=log, profile=profile)
+    runner = create_engine(engine, model_file, device=device, precision=precision, log=log, profile=profile,
+                           streams=streams)
     meta = runner.meta
     return Predictor(runner, meta["class_names"], meta["palette"], meta["ignore_index"])
 

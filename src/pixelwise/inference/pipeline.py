@@ -1,13 +1,27 @@
-"""Predicting a folder at model speed: decoding, the model and PNG writing overlap.
+"""Predicting a folder at model speed. Two plans, by what the engine offers:
+
+Side by side, for an engine with several streams (an exported graph on the CPU, see
+`inference.engines`): `engine.streams` threads each take one image from file to files,
+
+    read -> engine.logits -> argmax -> PNGs        (x streams, each on about one core)
+
+On a small CPU this beats any overlap of stages around one model call spread over all cores: that
+call's threads meet at a barrier after every layer, so a decode or a PNG write taking one core for
+a moment stalls them all. Here nothing waits on anything else: measured on a 2-core Xeon with 2
+streams, the whole loop runs at the model's own images/s (benchmarks/predict_folder.py).
+
+Overlapped, for one stream (eager PyTorch, a GPU, tiles, batches):
 
     decode pool  ->  batches of equal-size images  ->  engine.logits  ->  writer pool
     (threads)        (main thread)                     (main thread)      (threads: argmax, PNGs)
 
-PIL and numpy release the GIL while they decode, take the argmax, blend and compress, so the helper threads run
-beside the model's own intra-op threads; they are given a lower CPU priority so that on a small
-machine the model, the slowest stage, is never the one kept waiting. Every queue is bounded, so
-memory stays flat however many images there are. Output files are exactly those of
-`Predictor.predict_to_files`: <stem>.png (class indices, palette) and <stem>_overlay.png.
+PIL and numpy release the GIL while they decode, take the argmax, blend and compress, so the helper
+threads run beside the model's own intra-op threads; they are given a lower CPU priority so that the
+model, the slowest stage, is kept busy first.
+
+Either way every queue is bounded, so memory stays flat however many images there are, and the
+output files are exactly those of `Predictor.predict_to_files`: <stem>.png (class indices, palette)
+and <stem>_overlay.png.
 """
 from __future__ import annotations
 
@@ -25,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pixelwise.data.io import overlay as blend_overlay
-from pixelwise.data.io import read_image, save_png_atomic, write_label_png
+from pixelwise.data.io import FAST_PNG, read_image, save_png_atomic, write_label_png
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.tiling import check_tiling, class_argmax, predict_tiled, to_batch
 
@@ -43,10 +57,11 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
                    log: Callable[[str], None] = print) -> PredictSummary:
     """Predict `images` into `out`: <stem>.png and, with `overlay`, <stem>_overlay.png per image.
 
-    predictor: a `Predictor` (its `engine` and `palette` are used). Images of equal size go through
-    the engine `batch_size` at a time; with `tile`, each image is predicted tile by tile
-    (`predict_tiled`) instead. `workers` threads decode and as many write. An image that cannot be
-    read is logged, listed in `failed` and skipped; it never stops the run."""
+    predictor: a `Predictor` (its `engine` and `palette` are used). An engine with several `streams`
+    predicts images side by side, one a stream (when `batch_size` is 1 and there is no `tile`).
+    Otherwise images of equal size go through the engine `batch_size` at a time, or with `tile` tile
+    by tile (`predict_tiled`), while `workers` threads decode and as many write. An image that cannot
+    be read is logged, listed in `failed` and skipped; it never stops the run."""
     if batch_size < 1 or workers < 1:
         raise PixelwiseError(f"--batch-size {batch_size} and workers {workers} must be at least 1")
     if tile is not None:
@@ -54,20 +69,67 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary()
-    # a huge image is decoded one ahead only: several would not fit in memory at once
-    ahead = 1 if tile else 2 * batch_size
     start = time.perf_counter()
-    with ThreadPoolExecutor(workers, "pixelwise-decode", _yield_cpu) as decoders, \
-            ThreadPoolExecutor(workers, "pixelwise-write", _yield_cpu) as writer_pool, \
-            tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
-        writes = _Writes(writer_pool, limit=1 if tile else batch_size + 2 * workers)
-
+    with tqdm(total=len(images), unit="img", desc="predict", disable=None) as bar:
         def skip(path: Path, err: PixelwiseError) -> None:
             summary.failed.append((path, str(err)))
             with tqdm.external_write_mode():
                 log(f"skipped: {err}")
             bar.update(1)
 
+        streams = getattr(predictor.engine, "streams", 1)  # an engine of the user's own may not say
+        if streams > 1 and batch_size == 1 and tile is None:
+            summary.written = _side_by_side(predictor, images, out, overlay, streams, skip, bar)
+        else:
+            summary.written = _overlapped(predictor, images, out, batch_size, overlay, tile, overlap, workers,
+                                          skip, bar)
+    summary.seconds = time.perf_counter() - start
+    summary.images_per_s = summary.written / summary.seconds if summary.seconds > 0 else 0.0
+    return summary
+
+
+def _side_by_side(predictor, images: list[Path], out: Path, overlay: bool, streams: int, skip, bar) -> int:
+    """`streams` threads, each taking one image from file to files. -> images written"""
+    def one(path: Path) -> PixelwiseError | None:
+        try:
+            rgb = read_image(path)
+        except PixelwiseError as err:  # one bad file must not stop a folder of good ones
+            return err
+        labels = class_argmax(predictor.engine.logits(to_batch([rgb]))[0])
+        write_outputs(out, path, rgb, labels, predictor.palette, overlay)
+        return None
+
+    written = 0
+    in_flight: deque[tuple[Path, Future]] = deque()  # at most 2 an image stream: memory stays flat
+
+    def finish_oldest() -> None:
+        nonlocal written
+        path, future = in_flight.popleft()
+        err = future.result()  # a failed write (disk full, say) raises here and stops the run
+        if err is None:
+            written += 1
+            bar.update(1)
+        else:
+            skip(path, err)
+
+    with ThreadPoolExecutor(streams, "pixelwise-predict") as pool:
+        for path in images:
+            in_flight.append((path, pool.submit(one, path)))
+            if len(in_flight) > 2 * streams:
+                finish_oldest()
+        while in_flight:
+            finish_oldest()
+    return written
+
+
+def _overlapped(predictor, images: list[Path], out: Path, batch_size: int, overlay: bool, tile: int | None,
+                overlap: int, workers: int, skip, bar) -> int:
+    """Decode and write in helper threads around one model call at a time. -> images written"""
+    # a huge image is decoded one ahead only: several would not fit in memory at once
+    ahead = 1 if tile else 2 * batch_size
+    with ThreadPoolExecutor(workers, "pixelwise-decode", _yield_cpu) as decoders, \
+            ThreadPoolExecutor(workers, "pixelwise-write", _yield_cpu) as writer_pool:
+        writes = _Writes(writer_pool, limit=1 if tile else batch_size + 2 * workers)
         decoded = _decode(decoders, images, ahead, skip)
         for batch in (([item] for item in decoded) if tile else equal_size_batches(decoded, batch_size)):
             rgbs = [rgb for _, rgb in batch]
@@ -79,10 +141,7 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
                 writes.submit(_write, out, path, rgb, result, predictor.palette, overlay)
             bar.update(len(batch))
         writes.drain()
-    summary.written = writes.finished
-    summary.seconds = time.perf_counter() - start
-    summary.images_per_s = summary.written / summary.seconds if summary.seconds > 0 else 0.0
-    return summary
+    return writes.finished
 
 
 def _write(out: Path, path: Path, rgb: np.ndarray, result, palette: np.ndarray, overlay: bool) -> None:
@@ -117,10 +176,11 @@ def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int
 
 def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,
                   overlay: bool = True) -> None:
-    """The files `Predictor.predict_to_files` writes, each one atomically."""
-    write_label_png(out / f"{path.stem}.png", labels, palette)
+    """The files `Predictor.predict_to_files` writes, each one atomically, compressed for speed (FAST_PNG)."""
+    write_label_png(out / f"{path.stem}.png", labels, palette, FAST_PNG)
     if overlay:
-        save_png_atomic(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png")
+        save_png_atomic(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png",
+                        FAST_PNG)
 
 
 def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:

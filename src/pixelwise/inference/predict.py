@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pixelwise.config import TrainConfig
-from pixelwise.data.io import IMAGE_SUFFIXES, overlay, read_image, save_png_atomic, to_rgb_array, write_label_png
+from pixelwise.data.io import FAST_PNG, IMAGE_SUFFIXES, overlay, read_image, save_png_atomic, to_rgb_array, write_label_png
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.inference.engines import TorchEngine
@@ -65,8 +65,8 @@ class Predictor:
         rgb = read_image(image_path)
         labels = self.predict(rgb)
         label_path, overlay_path = out_dir / f"{image_path.stem}.png", out_dir / f"{image_path.stem}_overlay.png"
-        write_label_png(label_path, labels, self.palette)
-        save_png_atomic(Image.fromarray(overlay(rgb, labels, self.palette)), overlay_path)
+        write_label_png(label_path, labels, self.palette, FAST_PNG)
+        save_png_atomic(Image.fromarray(overlay(rgb, labels, self.palette)), overlay_path, FAST_PNG)
         return label_path, overlay_path
 
 

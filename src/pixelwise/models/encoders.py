@@ -8,11 +8,8 @@ it belongs to the pretrained weights.
 """
 from __future__ import annotations
 
-import timm
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.models import weights
@@ -78,6 +75,8 @@ class TimmEncoder(Encoder):
     def __init__(self, backbone: str, pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
         super().__init__()
+        import timm  # 2 s of imports (timm pulls in torchvision): paid when an encoder is built, not on import
+
         self.model = timm.create_model(TIMM_BACKBONES[backbone], pretrained=False)
         if weights_path or pretrained:
             path = weights_path or weights.offline_weight_file(backbone)
@@ -132,6 +131,9 @@ class TorchvisionEncoder(Encoder):
     def __init__(self, backbone: str, pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
         super().__init__()
+        import torchvision
+        from torchvision.models.feature_extraction import create_feature_extractor
+
         model = getattr(torchvision.models, backbone)(weights=None)
         if weights_path or pretrained:
             weights.load_by_name(model, *weights.torchvision_state_dict(backbone, weights_path))
@@ -182,6 +184,8 @@ class VGGEncoder(PoolingEncoder):
     def __init__(self, backbone: str = "vgg16", pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
         super().__init__()
+        import torchvision
+
         model = torchvision.models.vgg16(weights=None)
         if weights_path or pretrained:
             weights.load_by_name(model, *weights.torchvision_state_dict(backbone, weights_path))
