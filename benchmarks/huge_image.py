@@ -29,7 +29,6 @@ from cpu import cpu_model
 from pixelwise.data.io import read_image
 from pixelwise.inference.engines import TorchEngine, create_engine
 from pixelwise.inference.tiling import class_argmax, predict_tiled, tile_starts, to_batch
-from pixelwise.models.registry import create_model
 
 
 def max_rss_mb() -> float:
@@ -40,6 +39,8 @@ def make_engine(args):
     if args.checkpoint:
         return create_engine(args.engine, args.checkpoint, device=args.device, precision=args.precision,
                              profile=args.profile, log=lambda message: None)
+    from pixelwise.models.registry import create_model  # the zoo's imports count only where a model is built
+
     torch.manual_seed(0)
     model = create_model("fcn8s", backbone="efficientnet_lite0", num_classes=11, pretrained=False)
     for module in model.modules():  # FCN score layers start at zero: give the classes different logits

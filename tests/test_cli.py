@@ -173,7 +173,7 @@ def test_predict_tiled_without_overlays(trained, nuclei_root, tmp_path):
     out = tmp_path / "tiled"
     stdout = run_cli("predict", "--checkpoint", trained / "best.pt", nuclei_root / "images" / "tile_r0c0.png",
                      "--out", out, "--tile", 64, "--overlap", 16, "--no-overlay")
-    assert "wrote 1 masks to" in stdout
+    assert "wrote 1 mask to" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["tile_r0c0.png"]
     labels = np.asarray(Image.open(out / "tile_r0c0.png"))
     assert labels.shape == (128, 128) and set(np.unique(labels)) <= {0, 1}
