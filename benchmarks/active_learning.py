@@ -28,7 +28,8 @@ from pixelwise.checkpoint import load_checkpoint
 from pixelwise.inference.predict import load
 from pixelwise.data.duplicates import perceptual_hash
 from pixelwise.data.io import read_image, read_mask
-from pixelwise.inference.uncertainty import balanced_order, class_uncertainty, rank_by_uncertainty, spread_out
+from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
+                                             rank_by_uncertainty, spread_out)
 
 
 def subset(full: Path, names: list[str], root: Path) -> Path:
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
     parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
     parser.add_argument("--arms", default="uncertainty,balanced,random",
-                        help="comma-separated, of uncertainty, balanced, spread, random")
+                        help="comma-separated, of uncertainty, balanced, diverse, spread, random")
     parser.add_argument("--reuse-base", action="store_true",
                         help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
@@ -93,6 +94,9 @@ def main() -> None:
         chosen = {"uncertainty": [p.name for p, _ in ranked[: args.add]],
                   "balanced": [p.name for p in balanced_order({p: class_uncertainty(q) for p, q in
                                                                probabilities.items()}, labelled)[: args.add]],
+                  "diverse": [p.name for p in diverse_order({p: s["entropy"] for p, s in ranked},
+                                                            {p: class_layout(q) for p, q in probabilities.items()},
+                                                            groups=args.add, seed=seed)[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
         if "spread" in args.arms:
             hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}

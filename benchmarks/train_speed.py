@@ -4,10 +4,12 @@
 
 pixelwise trains FCN-8s / EfficientNet-Lite0 on CamVid train with its defaults, except
 `--strategy full` (every layer trains, as in the plain loop). Its training images/s (validation
-excluded) and the share of each epoch spent waiting for the next batch come from history.json;
-the last epoch counts, since the first picks kernels. The plain loop is what a user would write:
-the same dataset object and augmentation, a DataLoader, bf16 autocast with channels_last, the same
-weighted cross-entropy and AdamW, one epoch after three warm-up steps.
+excluded) and the share of each epoch spent waiting for the next batch come from history.json.
+The plain loop is what a user would write: the same dataset object and augmentation, a DataLoader,
+bf16 autocast with channels_last, the same weighted cross-entropy and AdamW, one epoch after three
+warm-up steps. The VM's speed drifts by 15-25% within minutes, so the plain loop runs once before
+pixelwise and once after, and each side's figure is the median of its epochs (pixelwise's first
+epoch, which picks kernels and fills the decoded-image cache, left out).
 
 Targets (issue 10): pixelwise >= the plain loop's images/s; data wait < 10% of each step.
 The last line is one JSON object.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -63,23 +66,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--json", default="benchmarks/results/train_speed.json")
     args = parser.parse_args()
+    loops = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=args.data, out=tmp, epochs=args.epochs, strategy="full", pretrained=False, seed=0)
+        loops.append(plain_loop(cfg))
+        print(f"plain loop (before): {loops[-1]:.2f} images/s", flush=True)
         train(args.data, out=tmp, epochs=args.epochs, strategy="full", pretrained=False, seed=0,
               log=lambda message: print(message, flush=True))
         history = json.loads((Path(tmp) / "history.json").read_text())
+    loops.append(plain_loop(cfg))
+    print(f"plain loop (after): {loops[-1]:.2f} images/s", flush=True)
+    ours = statistics.median(h["images_per_s"] for h in history[1:])
+    loop = statistics.median(loops)
     last = history[-1]
-    loop = plain_loop(cfg)
-    print(f"plain loop: {loop:.2f} images/s", flush=True)
     result = {"benchmark": "train_speed", "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "model": f"{cfg.model}/{cfg.backbone}", "strategy": "full", "batch_size": cfg.batch_size,
               "crop": list(cfg.crop_size),
-              "pixelwise_images_per_s": round(last["images_per_s"], 2),
+              "pixelwise_images_per_s": round(ours, 2),
               "pixelwise_data_wait_share": round(last["data_wait_share"], 4),
               "per_epoch": [{"epoch": h["epoch"], "images_per_s": round(h["images_per_s"], 2),
                              "data_wait_share": round(h["data_wait_share"], 4)} for h in history],
               "plain_loop_images_per_s": round(loop, 2),
-              "targets": {"pixelwise_vs_plain_loop": round(last["images_per_s"] / loop, 3),  # >= 1
+              "plain_loop_runs_images_per_s": [round(v, 2) for v in loops],
+              "targets": {"pixelwise_vs_plain_loop": round(ours / loop, 3),  # >= 1
                           "data_wait_share_below_10pct": last["data_wait_share"] < 0.10}}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

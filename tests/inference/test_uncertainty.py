@@ -10,8 +10,9 @@ from pixelwise.checkpoint import save_checkpoint
 from pixelwise.cli import main
 from pixelwise.config import TrainConfig
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import (balanced_order, class_uncertainty, rarity_weights, image_uncertainty, pixel_entropy, pixel_margin, rank_by_uncertainty,
-                                             spread_out)
+from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
+                                             image_uncertainty, kmeans, pixel_entropy, pixel_margin, rank_by_uncertainty,
+                                             rarity_weights, spread_out)
 from pixelwise.models.registry import create_model
 
 
@@ -67,6 +68,12 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
         folder_dataset / "images" / f"img{i:02d}.png")) for i in (2, 5, 7)}
     assert (tmp_path / "balanced.txt").read_text().split() == balanced_order(profiles, labelled)
 
+    # --measure diverse --groups 2: the most uncertain of each of two kinds of scene, then the third image
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
+                 "diverse", "--groups", "2", "--precision", "fp32", "--out", str(tmp_path / "diverse.txt")]) == 0
+    layouts = {name: class_layout(predictor.predict_proba(folder_dataset / name)) for name in entropy}
+    assert (tmp_path / "diverse.txt").read_text().split() == diverse_order(entropy, layouts, groups=2)
+
 
 def test_spread_out_defers_near_copies_of_chosen_images():
     ranked = [(name, {"entropy": e}) for name, e in (("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5))]
@@ -103,3 +110,41 @@ def test_balanced_order_takes_rare_class_doubt_first_and_moves_on_once_a_class_i
     # rare doubt beats twice the entropy on a common class; once rare1_a is in, class 2 pulls harder
     # than a second image of class 1, although rare2's model is less unsure
     assert [p.name for p in order] == ["rare1_a.png", "rare2.png", "rare1_b.png", "common_unsure.png"]
+
+
+def test_class_layout_is_each_class_mean_probability_in_each_grid_cell():
+    proba = np.zeros((2, 4, 6))
+    proba[0, :2] = 1.0  # class 0 fills the top half, class 1 the bottom half
+    proba[1, 2:] = 1.0
+    proba[:, 0, 0] = 0.5  # one torn pixel in the top-left cell of 2x3 pixels
+    layout = class_layout(proba, grid=2).reshape(2, 2, 2)  # (class, row, column)
+    np.testing.assert_allclose(layout[0], [[1 - 0.5 / 6, 1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(layout[1], [[0.5 / 6, 0.0], [1.0, 1.0]])
+
+
+def test_kmeans_finds_well_separated_groups_whatever_the_seed():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(centre, 0.1, (10, 2)) for centre in ([0, 0], [5, 5], [0, 5])])
+    truth = np.repeat([0, 1, 2], 10)
+    for seed in range(5):
+        groups = kmeans(points, 3, seed=seed)
+        # the same partition, whatever number each group gets
+        assert len({(t, g) for t, g in zip(truth, groups)}) == 3 and len(set(groups)) == 3
+    assert kmeans(points[:2], 5).tolist() in ([0, 1], [1, 0])  # k is capped at the number of points
+
+
+def test_diverse_order_takes_one_of_every_scene_before_a_second_of_any():
+    def scene(road_share):  # (2, 8, 8) probabilities: road below, sky above, the split at road_share
+        proba = np.zeros((2, 8, 8))
+        split = round(8 * (1 - road_share))
+        proba[1, :split], proba[0, split:] = 1.0, 1.0
+        return proba
+
+    # three frames of a mostly-road shot, most uncertain of all, and two frames of a mostly-sky shot
+    layouts = {Path(f"road{i}.png"): class_layout(scene(0.75)) for i in range(3)}
+    layouts |= {Path(f"sky{i}.png"): class_layout(scene(0.25)) for i in range(2)}
+    entropy = {Path("road0.png"): 0.9, Path("road1.png"): 0.8, Path("road2.png"): 0.7,
+               Path("sky0.png"): 0.2, Path("sky1.png"): 0.3}
+    order = [p.name for p in diverse_order(entropy, layouts, groups=2)]
+    assert order == ["road0.png", "sky1.png", "road1.png", "sky0.png", "road2.png"]
+    assert sorted(entropy, key=entropy.get, reverse=True)[:3] == [Path(f"road{i}.png") for i in range(3)]  # unlike plain entropy

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pixelwise.data.duplicates import popcount
 
-MEASURES = ("entropy", "margin", "balanced")
+MEASURES = ("entropy", "margin", "balanced", "diverse")
 
 
 def pixel_margin(proba: np.ndarray) -> np.ndarray:
@@ -39,10 +39,11 @@ def image_uncertainty(proba: np.ndarray) -> dict[str, float]:
 
 
 def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable[Path],
-                        measure: str = "entropy", labelled_pixels: np.ndarray | None = None
-                        ) -> list[tuple[Path, dict[str, float]]]:
-    """Most uncertain first: highest mean entropy, lowest mean margin, or `balanced` (see `balanced_order`;
-    needs `labelled_pixels`, the (C,) class pixel counts of the masks there are). Ties keep name order.
+                        measure: str = "entropy", labelled_pixels: np.ndarray | None = None, groups: int = 20,
+                        seed: int = 0) -> list[tuple[Path, dict[str, float]]]:
+    """Most uncertain first: highest mean entropy, lowest mean margin, `balanced` (see `balanced_order`;
+    needs `labelled_pixels`, the (C,) class pixel counts of the masks there are) or `diverse` (see
+    `diverse_order`: `groups` groups of look-alike scenes, k-means seeded by `seed`). Ties keep name order.
     -> [(image, {"entropy": mean entropy, "margin": mean margin})]"""
     if measure not in MEASURES:
         raise ValueError(f"unknown uncertainty measure {measure!r}; choose {', '.join(MEASURES)}")
@@ -53,6 +54,12 @@ def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable
         scored.append((path, image_uncertainty(proba)))
         if measure == "balanced":
             profiles[path] = class_uncertainty(proba)
+        elif measure == "diverse":
+            profiles[path] = class_layout(proba)
+    if measure == "diverse" and scored:
+        scores = dict(scored)
+        entropy = {path: score["entropy"] for path, score in scored}
+        return [(path, scores[path]) for path in diverse_order(entropy, profiles, groups, seed)]
     if measure == "balanced" and scored:
         scores = dict(scored)
         counts = np.zeros_like(profiles[images[0]][0]) if labelled_pixels is None else labelled_pixels
@@ -110,3 +117,62 @@ def balanced_order(profiles: dict[Path, tuple[np.ndarray, np.ndarray]], labelled
         order.append(best)
         counts += remaining.pop(best)[0]
     return order
+
+
+def class_layout(proba: np.ndarray, grid: int = 4) -> np.ndarray:
+    """(C, H, W) probabilities -> (C x grid x grid,) the mean probability of each class in each cell of a
+    grid x grid split of the image: what the model sees where (road below, sky above, a bus on the
+    left), a scene's fingerprint that frames of one shot share."""
+    classes, height, width = proba.shape
+    rows = np.array_split(np.arange(height), grid)
+    cols = np.array_split(np.arange(width), grid)
+    return np.array([[proba[:, r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean((1, 2)) for c in cols] for r in rows],
+                    dtype=np.float64).transpose(2, 0, 1).ravel()
+
+
+def squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, D), (K, D) -> (N, K), without an (N, K, D) array: |x|^2 - 2 x.c + |c|^2, never below 0."""
+    return np.maximum((points ** 2).sum(1)[:, None] - 2 * points @ centres.T + (centres ** 2).sum(1)[None], 0)
+
+
+def kmeans(points: np.ndarray, k: int, seed: int = 0, rounds: int = 50) -> np.ndarray:
+    """(N, D) points -> (N,) group of each point, 0..k-1: Lloyd's k-means from k-means++ starts.
+    Every group keeps at least one point (k is capped at N)."""
+    points = np.asarray(points, dtype=np.float64)
+    k = min(k, len(points))
+    rng = np.random.default_rng(seed)
+    centres = [points[rng.integers(len(points))]]
+    for _ in range(k - 1):  # k-means++: each next start far from those taken, by chance in proportion
+        nearest = squared_distances(points, np.array(centres)).min(1)
+        centres.append(points[rng.choice(len(points), p=nearest / nearest.sum())] if nearest.sum() > 0
+                       else points[rng.integers(len(points))])
+    centres = np.array(centres)
+    groups = np.full(len(points), -1)
+    for _ in range(rounds):
+        new = squared_distances(points, centres).argmin(1)
+        if (new == groups).all():
+            break
+        groups = new
+        for g in range(k):
+            members = points[groups == g]
+            centres[g] = members.mean(0) if len(members) else points[rng.integers(len(points))]
+    return groups
+
+
+def diverse_order(entropy: dict[Path, float], layouts: dict[Path, np.ndarray], groups: int = 20,
+                  seed: int = 0) -> list[Path]:
+    """Images in the order to label them: one from every kind of scene before a second from any.
+
+    The images fall into `groups` groups of look-alikes (k-means on `class_layout`). The first round
+    takes each group's most uncertain image (highest mean entropy), groups with the most uncertain
+    first; the next round each group's second, and so on. Uncertainty alone keeps picking one hard
+    scene and its neighbouring video frames; random picks cover the scenes but waste labels on ones
+    the model already knows. Set `groups` to the number of images labelled before the next retraining."""
+    paths = sorted(entropy)
+    if not paths:
+        return []
+    assignment = kmeans(np.stack([layouts[p] for p in paths]), groups, seed)
+    members = [sorted((p for p, g in zip(paths, assignment) if g == group), key=lambda p: -entropy[p])
+               for group in range(assignment.max() + 1)]
+    members = sorted((m for m in members if m), key=lambda m: -entropy[m[0]])
+    return [m[i] for i in range(max(map(len, members))) for m in members if i < len(m)]
