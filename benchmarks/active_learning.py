@@ -29,7 +29,7 @@ from pixelwise.inference.predict import load
 from pixelwise.data.duplicates import perceptual_hash
 from pixelwise.data.io import read_image, read_mask
 from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
-                                             rank_by_uncertainty, spread_out)
+                                             rank_by_uncertainty, spread_out, typical_order)
 
 
 def subset(full: Path, names: list[str], root: Path) -> Path:
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
     parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
     parser.add_argument("--arms", default="uncertainty,balanced,random",
-                        help="comma-separated, of uncertainty, balanced, diverse, spread, random")
+                        help="comma-separated, of uncertainty, balanced, diverse, typical, spread, random")
     parser.add_argument("--reuse-base", action="store_true",
                         help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
@@ -97,6 +97,9 @@ def main() -> None:
                   "diverse": [p.name for p in diverse_order({p: s["entropy"] for p, s in ranked},
                                                             {p: class_layout(q) for p, q in probabilities.items()},
                                                             groups=args.add, seed=seed)[: args.add]],
+                  "typical": [p.name for p in typical_order(
+                      {p: class_layout(q) for p, q in probabilities.items()}, groups=args.add, seed=seed,
+                      labelled=[class_layout(predictor.predict_proba(full / "train" / n)) for n in initial])[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
         if "spread" in args.arms:
             hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}

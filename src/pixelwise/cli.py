@@ -323,7 +323,13 @@ def cmd_data_suggest(args) -> None:
         classes = len(predictor.class_names)
         labelled = sum((np.bincount(read_mask(s.mask).ravel(), minlength=256)[:classes] for s in samples if s.mask),
                        np.zeros(classes, dtype=np.int64))
-    ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure, labelled, groups=args.groups)
+    labelled_layouts = []
+    if args.measure == "typical":  # the kinds of scene the masks already cover go last
+        from pixelwise.inference.uncertainty import class_layout
+
+        labelled_layouts = [class_layout(predictor.predict_proba(s.image)) for s in samples if s.mask]
+    ranked = rank_by_uncertainty(predictor.predict_proba, unlabelled, args.measure, labelled, groups=args.groups,
+                                 labelled_layouts=labelled_layouts)
     if args.spread:
         from pixelwise.data.duplicates import perceptual_hash
         from pixelwise.data.io import read_image
@@ -457,14 +463,14 @@ def add_data_parsers(data) -> None:
                         "suggest --checkpoint runs/mine/best.pt data/mine")
     p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
-    p.add_argument("--measure", default="entropy", choices=("entropy", "margin", "balanced", "diverse"),
+    p.add_argument("--measure", default="entropy", choices=("entropy", "margin", "balanced", "diverse", "typical"),
                    help="mean pixel entropy (high first), top-2 margin (low first), balanced: entropy weighted "
-                   "towards the classes the masks so far hold least, each pick counted as labelled, or diverse: "
-                   "the most uncertain image of each of --groups kinds of scene, then the second of each "
-                   "(default: %(default)s)")
+                   "towards the classes the masks so far hold least, each pick counted as labelled, diverse: "
+                   "the most uncertain image of each of --groups kinds of scene, then the second of each, or "
+                   "typical: the most typical image of each kind of scene no mask covers yet (default: %(default)s)")
     p.add_argument("--groups", type=positive_int, default=20, metavar="N",
-                   help="with --measure diverse: kinds of scene (k-means on where the model sees each class); "
-                   "set it to how many images you label before retraining (default: %(default)s)")
+                   help="with --measure diverse or typical: kinds of scene (k-means on where the model sees each "
+                   "class); set it to how many images you label before retraining (default: %(default)s)")
     p.add_argument("--spread", type=int, default=0, metavar="BITS",
                    help="keep images this many perceptual-hash bits apart at the top of the list (e.g. 16 for "
                    "video frames: near-identical frames wait their turn); 0: pure uncertainty order (default)")

@@ -12,7 +12,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.inference.predict import load
 from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
                                              image_uncertainty, kmeans, pixel_entropy, pixel_margin, rank_by_uncertainty,
-                                             rarity_weights, spread_out)
+                                             rarity_weights, spread_out, typical_order, typicality)
 from pixelwise.models.registry import create_model
 
 
@@ -59,7 +59,7 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
         folder_dataset / "images" / f"img{i:02d}.png")).mean() for i in (2, 5, 7)}
     assert listed == sorted(entropy, key=lambda name: -entropy[name])
 
-    # --measure balanced weighs each class by how little of it the 7 masks hold
+    # --measure balanced weighs each class by how little of it the 9 masks hold
     assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
                  "balanced", "--precision", "fp32", "--out", str(tmp_path / "balanced.txt")]) == 0
     masks = [np.asarray(Image.open(m)) for m in sorted((folder_dataset / "masks").glob("*.png"))]
@@ -73,6 +73,14 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
                  "diverse", "--groups", "2", "--precision", "fp32", "--out", str(tmp_path / "diverse.txt")]) == 0
     layouts = {name: class_layout(predictor.predict_proba(folder_dataset / name)) for name in entropy}
     assert (tmp_path / "diverse.txt").read_text().split() == diverse_order(entropy, layouts, groups=2)
+
+    # --measure typical: the kinds of scene the 9 masked images cover go last
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
+                 "typical", "--groups", "2", "--precision", "fp32", "--out", str(tmp_path / "typical.txt")]) == 0
+    covered = [class_layout(predictor.predict_proba(folder_dataset / "images" / f"{m.stem}.png"))
+               for m in sorted((folder_dataset / "masks").glob("*.png"))]
+    assert len(covered) == 9
+    assert (tmp_path / "typical.txt").read_text().split() == typical_order(layouts, groups=2, labelled=covered)
 
 
 def test_spread_out_defers_near_copies_of_chosen_images():
@@ -148,3 +156,24 @@ def test_diverse_order_takes_one_of_every_scene_before_a_second_of_any():
     order = [p.name for p in diverse_order(entropy, layouts, groups=2)]
     assert order == ["road0.png", "sky1.png", "road1.png", "sky0.png", "road2.png"]
     assert sorted(entropy, key=entropy.get, reverse=True)[:3] == [Path(f"road{i}.png") for i in range(3)]  # unlike plain entropy
+
+
+def test_typicality_is_one_over_the_mean_distance_to_the_nearest_neighbours():
+    points = np.array([[0.0], [1.0], [3.0], [10.0]])
+    # nearest two others: 0 -> 1, 3 (mean 2); 1 -> 1, 2 (1.5); 3 -> 2, 3 (2.5); 10 -> 7, 9 (8)
+    np.testing.assert_allclose(typicality(points, neighbours=2), [1 / 2, 1 / 1.5, 1 / 2.5, 1 / 8])
+    assert typicality(points[:1]).tolist() == [1.0]
+
+
+def test_typical_order_takes_the_centre_of_each_scene_no_mask_covers_first():
+    around = [(0, 0), (0.1, 0), (-0.1, 0), (0, 0.1), (0, -0.1), (0.8, 0)]  # a centre, four close, one outlier
+    layouts = {Path(f"road{i}.png"): np.array([x, y]) for i, (x, y) in enumerate(around)}
+    layouts |= {Path(f"sky{i}.png"): np.array([5 + x, y]) for i, (x, y) in enumerate(around)}
+    layouts |= {Path(f"bus{i}.png"): np.array([10 + x, y]) for i, (x, y) in enumerate(around[:3])}
+    labelled = [np.array([5.02, 0.0])]  # a sky image already has a mask
+    order = [p.stem for p in typical_order(layouts, groups=2, labelled=labelled)]
+    # road (6 images) before bus (3): both uncovered, the larger first; sky, covered, after them.
+    # Within each scene by mean distance to the others: the centre (0.1 x 4 + 0.8), then (0.1, 0) nearer the
+    # outlier, then (0, +-0.1), then (-0.1, 0); the outlier last.
+    assert order == ["road0", "bus0", "sky0", "road1", "bus1", "sky1", "road3", "bus2", "sky3", "road4", "sky4",
+                     "road2", "sky2", "road5", "sky5"]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pixelwise.data.duplicates import popcount
 
-MEASURES = ("entropy", "margin", "balanced", "diverse")
+MEASURES = ("entropy", "margin", "balanced", "diverse", "typical")
 
 
 def pixel_margin(proba: np.ndarray) -> np.ndarray:
@@ -40,10 +40,12 @@ def image_uncertainty(proba: np.ndarray) -> dict[str, float]:
 
 def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable[Path],
                         measure: str = "entropy", labelled_pixels: np.ndarray | None = None, groups: int = 20,
-                        seed: int = 0) -> list[tuple[Path, dict[str, float]]]:
+                        seed: int = 0, labelled_layouts: Iterable[np.ndarray] = ()
+                        ) -> list[tuple[Path, dict[str, float]]]:
     """Most uncertain first: highest mean entropy, lowest mean margin, `balanced` (see `balanced_order`;
-    needs `labelled_pixels`, the (C,) class pixel counts of the masks there are) or `diverse` (see
-    `diverse_order`: `groups` groups of look-alike scenes, k-means seeded by `seed`). Ties keep name order.
+    needs `labelled_pixels`, the (C,) class pixel counts of the masks there are), `diverse` (see
+    `diverse_order`: `groups` groups of look-alike scenes, k-means seeded by `seed`) or `typical` (see
+    `typical_order`; `labelled_layouts`: `class_layout` of the images that have masks). Ties keep name order.
     -> [(image, {"entropy": mean entropy, "margin": mean margin})]"""
     if measure not in MEASURES:
         raise ValueError(f"unknown uncertainty measure {measure!r}; choose {', '.join(MEASURES)}")
@@ -54,12 +56,14 @@ def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable
         scored.append((path, image_uncertainty(proba)))
         if measure == "balanced":
             profiles[path] = class_uncertainty(proba)
-        elif measure == "diverse":
+        elif measure in ("diverse", "typical"):
             profiles[path] = class_layout(proba)
-    if measure == "diverse" and scored:
+    if measure in ("diverse", "typical") and scored:
         scores = dict(scored)
         entropy = {path: score["entropy"] for path, score in scored}
-        return [(path, scores[path]) for path in diverse_order(entropy, profiles, groups, seed)]
+        order = (diverse_order(entropy, profiles, groups, seed) if measure == "diverse"
+                 else typical_order(profiles, groups, seed, labelled_layouts))
+        return [(path, scores[path]) for path in order]
     if measure == "balanced" and scored:
         scores = dict(scored)
         counts = np.zeros_like(profiles[images[0]][0]) if labelled_pixels is None else labelled_pixels
@@ -174,5 +178,47 @@ def diverse_order(entropy: dict[Path, float], layouts: dict[Path, np.ndarray], g
     assignment = kmeans(np.stack([layouts[p] for p in paths]), groups, seed)
     members = [sorted((p for p, g in zip(paths, assignment) if g == group), key=lambda p: -entropy[p])
                for group in range(assignment.max() + 1)]
-    members = sorted((m for m in members if m), key=lambda m: -entropy[m[0]])
-    return [m[i] for i in range(max(map(len, members))) for m in members if i < len(m)]
+    return round_robin(sorted((m for m in members if m), key=lambda m: -entropy[m[0]]))
+
+
+def round_robin(groups: list[list[Path]]) -> list[Path]:
+    """The first of every group in turn, then the second of every group, and so on."""
+    return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+
+
+def typicality(points: np.ndarray, neighbours: int = 20) -> np.ndarray:
+    """(N, D) -> (N,) 1 / the mean distance to each point's `neighbours` nearest others: high in the
+    dense middle of a group, low for an outlier (a blurred frame, an odd scene)."""
+    if len(points) < 2:
+        return np.ones(len(points))
+    distances = np.sqrt(squared_distances(points, points))
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.sort(distances, axis=1)[:, :min(neighbours, len(points) - 1)]
+    return 1.0 / (nearest.mean(1) + 1e-12)
+
+
+def typical_order(layouts: dict[Path, np.ndarray], groups: int = 20, seed: int = 0,
+                  labelled: Iterable[np.ndarray] = ()) -> list[Path]:
+    """Images in the order to label them while labels are few: the most typical image of every kind of
+    scene that no mask covers yet, then of the kinds that have one, then the second of each.
+
+    Images and the already labelled ones (`labelled`: their `class_layout`s) fall into `groups` +
+    (labelled count) groups of look-alikes (k-means on `class_layout`). Groups without a labelled
+    image come first, the largest first; from each, the image at the dense centre of the group
+    (`typicality` among its members) goes before its outliers. With few labels a model learns most from typical
+    examples of what it has not seen, and most uncertain images are atypical (TypiClust: Hacohen,
+    Dekel and Weinshall, "Active learning on a budget", ICML 2022). Set `groups` to the number of
+    images labelled before the next retraining."""
+    paths = sorted(layouts)
+    if not paths:
+        return []
+    labelled = [np.asarray(v, dtype=np.float64) for v in labelled]
+    points = np.stack([layouts[p] for p in paths] + labelled)
+    assignment = kmeans(points, groups + len(labelled), seed)
+    covered = set(assignment[len(paths):].tolist())
+    members = []
+    for group in sorted(set(assignment[:len(paths)].tolist())):
+        inside = np.flatnonzero(assignment[:len(paths)] == group)
+        density = typicality(points[inside])  # among its own group: the centre of this kind of scene
+        members.append((group in covered, -len(inside), [paths[i] for i in inside[np.argsort(-density, kind="stable")]]))
+    return round_robin([images for *_, images in sorted(members, key=lambda m: m[:2])])
