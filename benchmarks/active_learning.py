@@ -91,15 +91,15 @@ def main() -> None:
         ranked = rank_by_uncertainty(probabilities.__getitem__, probabilities, args.measure)
         labelled = sum(np.bincount(read_mask(full / "trainannot" / n).ravel(), minlength=256)[:len(probabilities[
             ranked[0][0]])] for n in initial)
-        layouts = {p: class_layout(q) for p, q in probabilities.items()}
-        covered = [class_layout(predictor.predict_proba(full / "train" / n)) for n in initial]
         chosen = {"uncertainty": [p.name for p, _ in ranked[: args.add]],
                   "balanced": [p.name for p in balanced_order({p: class_uncertainty(q) for p, q in
                                                                probabilities.items()}, labelled)[: args.add]],
-                  "diverse": [p.name for p in diverse_order({p: s["entropy"] for p, s in ranked}, layouts,
-                                                            groups=args.add, seed=seed, labelled=covered)[: args.add]],
-                  "typical": [p.name for p in typical_order(layouts, groups=args.add, seed=seed,
-                                                            labelled=covered)[: args.add]],
+                  "diverse": [p.name for p in diverse_order({p: s["entropy"] for p, s in ranked},
+                                                            {p: class_layout(q) for p, q in probabilities.items()},
+                                                            groups=args.add, seed=seed)[: args.add]],
+                  "typical": [p.name for p in typical_order(
+                      {p: class_layout(q) for p, q in probabilities.items()}, groups=args.add, seed=seed,
+                      labelled=[class_layout(predictor.predict_proba(full / "train" / n)) for n in initial])[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
         if "spread" in args.arms:
             hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}

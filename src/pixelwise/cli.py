@@ -324,7 +324,7 @@ def cmd_data_suggest(args) -> None:
         labelled = sum((np.bincount(read_mask(s.mask).ravel(), minlength=256)[:classes] for s in samples if s.mask),
                        np.zeros(classes, dtype=np.int64))
     labelled_layouts = []
-    if args.measure in ("diverse", "typical"):  # the kinds of scene the masks already cover go last
+    if args.measure == "typical":  # the kinds of scene the masks already cover go last
         from pixelwise.inference.uncertainty import class_layout
 
         labelled_layouts = [class_layout(predictor.predict_proba(s.image)) for s in samples if s.mask]

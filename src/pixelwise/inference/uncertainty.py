@@ -45,8 +45,7 @@ def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable
     """Most uncertain first: highest mean entropy, lowest mean margin, `balanced` (see `balanced_order`;
     needs `labelled_pixels`, the (C,) class pixel counts of the masks there are), `diverse` (see
     `diverse_order`: `groups` groups of look-alike scenes, k-means seeded by `seed`) or `typical` (see
-    `typical_order`); for both, `labelled_layouts` are the `class_layout`s of the images that have
-    masks. Ties keep name order.
+    `typical_order`; `labelled_layouts`: `class_layout` of the images that have masks). Ties keep name order.
     -> [(image, {"entropy": mean entropy, "margin": mean margin})]"""
     if measure not in MEASURES:
         raise ValueError(f"unknown uncertainty measure {measure!r}; choose {', '.join(MEASURES)}")
@@ -62,7 +61,7 @@ def rank_by_uncertainty(proba_of: Callable[[Path], np.ndarray], images: Iterable
     if measure in ("diverse", "typical") and scored:
         scores = dict(scored)
         entropy = {path: score["entropy"] for path, score in scored}
-        order = (diverse_order(entropy, profiles, groups, seed, labelled_layouts) if measure == "diverse"
+        order = (diverse_order(entropy, profiles, groups, seed) if measure == "diverse"
                  else typical_order(profiles, groups, seed, labelled_layouts))
         return [(path, scores[path]) for path in order]
     if measure == "balanced" and scored:
@@ -165,26 +164,21 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, rounds: int = 50) -> np.nd
 
 
 def diverse_order(entropy: dict[Path, float], layouts: dict[Path, np.ndarray], groups: int = 20,
-                  seed: int = 0, labelled: Iterable[np.ndarray] = ()) -> list[Path]:
+                  seed: int = 0) -> list[Path]:
     """Images in the order to label them: one from every kind of scene before a second from any.
 
-    The images, and the already labelled ones (`labelled`: their `class_layout`s), fall into `groups`
-    + (labelled count) groups of look-alikes (k-means on `class_layout`). The first round takes each
-    group's most uncertain image (highest mean entropy): groups no mask covers first, and among
-    those the groups with the most uncertain image first. The next round takes each group's second,
-    and so on. Uncertainty alone keeps picking one hard scene and its neighbouring video frames;
-    random picks cover the scenes but waste labels on ones the model already knows. Set `groups` to
-    the number of images labelled before the next retraining."""
+    The images fall into `groups` groups of look-alikes (k-means on `class_layout`). The first round
+    takes each group's most uncertain image (highest mean entropy), groups with the most uncertain
+    first; the next round each group's second, and so on. Uncertainty alone keeps picking one hard
+    scene and its neighbouring video frames; random picks cover the scenes but waste labels on ones
+    the model already knows. Set `groups` to the number of images labelled before the next retraining."""
     paths = sorted(entropy)
     if not paths:
         return []
-    labelled = [np.asarray(v, dtype=np.float64) for v in labelled]
-    assignment = kmeans(np.stack([layouts[p] for p in paths] + labelled), groups + len(labelled), seed)
-    covered = set(assignment[len(paths):].tolist())
-    members = [(group in covered, sorted((p for p, g in zip(paths, assignment) if g == group),
-                                         key=lambda p: -entropy[p]))
-               for group in sorted(set(assignment[:len(paths)].tolist()))]
-    return round_robin([m for _, m in sorted(members, key=lambda item: (item[0], -entropy[item[1][0]]))])
+    assignment = kmeans(np.stack([layouts[p] for p in paths]), groups, seed)
+    members = [sorted((p for p, g in zip(paths, assignment) if g == group), key=lambda p: -entropy[p])
+               for group in range(assignment.max() + 1)]
+    return round_robin(sorted((m for m in members if m), key=lambda m: -entropy[m[0]]))
 
 
 def round_robin(groups: list[list[Path]]) -> list[Path]:
