@@ -339,7 +339,7 @@ def cmd_data_suggest(args) -> None:
     out = Path(args.out) if args.out else root / ".pixelwise" / "suggestions.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{path.relative_to(root)}\n" for path, _ in ranked))
-    print(f"{'rank':>4}  {'entropy':>7}  {'margin':>6}  image (most uncertain first, by {args.measure})")
+    print(f"{'rank':>4}  {'entropy':>7}  {'margin':>6}  image (label in this order; --measure {args.measure})")
     for rank, (path, score) in enumerate(ranked[: args.show], 1):
         print(f"{rank:>4}  {score['entropy']:>7.3f}  {score['margin']:>6.3f}  {path.relative_to(root)}")
     if len(ranked) > args.show:
@@ -458,12 +458,15 @@ def add_data_parsers(data) -> None:
 
     p = data.add_parser("suggest", help="rank unlabelled images by the model's uncertainty: label these next",
                         description="Score every image without a mask by the model's mean per-pixel entropy "
-                        "(or top-2 margin) and write them most uncertain first, one path a line. Labelling "
-                        "those first teaches the model more than labelling at random. Example: pixelwise data "
-                        "suggest --checkpoint runs/mine/best.pt data/mine")
+                        "and top-2 margin, and write them in the order to label them, one path a line. The "
+                        "default (diverse) takes the most uncertain image of each kind of scene before a second "
+                        "of any. Measured on CamVid it beat plain uncertainty by 2.3 points of mean IoU and came "
+                        "within 0.2 of random picks (README). Example: pixelwise data suggest --checkpoint "
+                        "runs/mine/best.pt data/mine")
     p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
-    p.add_argument("--measure", default="entropy", choices=("entropy", "margin", "balanced", "diverse", "typical"),
+    # the default is uncertainty.DEFAULT_MEASURE, spelled out so building the parser imports nothing
+    p.add_argument("--measure", default="diverse", choices=("entropy", "margin", "balanced", "diverse", "typical"),
                    help="mean pixel entropy (high first), top-2 margin (low first), balanced: entropy weighted "
                    "towards the classes the masks so far hold least, each pick counted as labelled, diverse: "
                    "the most uncertain image of each of --groups kinds of scene, then the second of each, or "

@@ -7,10 +7,10 @@ from PIL import Image
 import pytest
 
 from pixelwise.checkpoint import save_checkpoint
-from pixelwise.cli import main
+from pixelwise.cli import build_parser, main
 from pixelwise.config import TrainConfig
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
+from pixelwise.inference.uncertainty import (DEFAULT_MEASURE, balanced_order, class_layout, class_uncertainty, diverse_order,
                                              image_uncertainty, kmeans, pixel_entropy, pixel_margin, rank_by_uncertainty,
                                              rarity_weights, spread_out, typical_order, typicality)
 from pixelwise.models.registry import create_model
@@ -52,8 +52,8 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
     # `data suggest` ranks exactly the images without a mask, most uncertain first
     for i in (2, 5, 7):
         (folder_dataset / "masks" / f"img{i:02d}.png").unlink()
-    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"),
-                 "--precision", "fp32", "--out", str(tmp_path / "next.txt")]) == 0
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
+                 "entropy", "--precision", "fp32", "--out", str(tmp_path / "next.txt")]) == 0
     listed = (tmp_path / "next.txt").read_text().split()
     entropy = {f"images/img{i:02d}.png": pixel_entropy(predictor.predict_proba(
         folder_dataset / "images" / f"img{i:02d}.png")).mean() for i in (2, 5, 7)}
@@ -68,9 +68,10 @@ def test_predict_proba_sums_to_one_and_agrees_with_predict(folder_dataset, tmp_p
         folder_dataset / "images" / f"img{i:02d}.png")) for i in (2, 5, 7)}
     assert (tmp_path / "balanced.txt").read_text().split() == balanced_order(profiles, labelled)
 
-    # --measure diverse --groups 2: the most uncertain of each of two kinds of scene, then the third image
-    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--measure",
-                 "diverse", "--groups", "2", "--precision", "fp32", "--out", str(tmp_path / "diverse.txt")]) == 0
+    # diverse, the default, with --groups 2: the most uncertain of each of two kinds of scene, then the third
+    assert build_parser().parse_args(["data", "suggest", "d", "--checkpoint", "c"]).measure == DEFAULT_MEASURE
+    assert main(["data", "suggest", str(folder_dataset), "--checkpoint", str(tmp_path / "m.pt"), "--groups", "2",
+                 "--precision", "fp32", "--out", str(tmp_path / "diverse.txt")]) == 0
     layouts = {name: class_layout(predictor.predict_proba(folder_dataset / name)) for name in entropy}
     assert (tmp_path / "diverse.txt").read_text().split() == diverse_order(entropy, layouts, groups=2)
 

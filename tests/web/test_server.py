@@ -17,7 +17,7 @@ from pixelwise.data.formats import load_spec
 from pixelwise.data.io import default_palette, read_image, read_mask
 from pixelwise.errors import DataError
 from pixelwise.inference.predict import load
-from pixelwise.inference.uncertainty import pixel_margin, rank_by_uncertainty
+from pixelwise.inference.uncertainty import DEFAULT_MEASURE, pixel_margin, rank_by_uncertainty
 from pixelwise.web.retrain import train_command
 from pixelwise.web.server import create_app, serving
 from pixelwise.web.store import superpixel_labels
@@ -340,7 +340,8 @@ def test_next_follows_uncertainty_over_unlabelled_images_then_the_labelled(folde
     names = {it["id"]: it["name"] for it in listing["items"]}
     predictor = load(checkpoint)
     unlabelled = [folder_root / n for i, n in names.items() if n != "images/c.png"]
-    expected = [p.relative_to(folder_root).as_posix() for p, _ in rank_by_uncertainty(predictor.predict_proba, unlabelled)]
+    expected = [p.relative_to(folder_root).as_posix()
+                for p, _ in rank_by_uncertainty(predictor.predict_proba, unlabelled, DEFAULT_MEASURE)]
     assert [names[i] for i in listing["order"]] == expected + ["images/c.png"]
     assert listing["order_note"] == "uncertainty" and listing["order_version"] == 1
 

@@ -90,7 +90,8 @@ class Assistant:
             self._asking += change
 
     def rank(self, images: list[Path]) -> list[Path]:
-        """Images most uncertain first (rank_by_uncertainty, mean entropy)."""
+        """Images in the order to label them (rank_by_uncertainty at its default measure: the most
+        uncertain image of each kind of scene first)."""
         def proba_of(path: Path) -> np.ndarray:
             while self._asking:  # the image a person is waiting for goes before the background ranking
                 time.sleep(0.02)
