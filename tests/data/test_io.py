@@ -78,3 +78,20 @@ def test_overlay_blends_half_and_half():
     palette[1] = (200, 0, 50)
     out = overlay(image, np.array([[0, 1]]), palette, alpha=0.5)
     assert out.tolist() == [[[50, 50, 50], [150, 50, 75]]]
+    # odd totals round half to even: 101 / 2 -> 50, 103 / 2 -> 52, 105 / 2 -> 52
+    odd = overlay(np.array([[[101, 103, 105]]], dtype=np.uint8), np.array([[0]]), palette)
+    assert odd.tolist() == [[[50, 52, 52]]]
+
+
+def test_overlay_at_one_half_is_exactly_the_float_blend():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    labels = rng.integers(0, 300, (40, 50))  # beyond 255 is clipped to the palette's last entry
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    colours = palette[labels.clip(0, 255)].astype(np.float32)
+    expected = (0.5 * image.astype(np.float32) + 0.5 * colours).round().astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, labels, palette), expected)
+    np.testing.assert_array_equal(overlay(image, labels.astype(np.uint8) % 200, palette),
+                                  (0.5 * image + 0.5 * palette[labels.astype(np.uint8) % 200]).round())
+    quarter = (0.75 * image.astype(np.float32) + 0.25 * colours).round().astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, labels, palette, alpha=0.25), quarter)

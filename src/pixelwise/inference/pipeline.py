@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, pa
     write_label_png(out / f"{path.stem}.png", labels, palette, FAST_PNG)
     if overlay:
         save_png_atomic(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png",
-                        FAST_PNG)
+                        FAST_PNG, zlib.Z_HUFFMAN_ONLY)
 
 
 def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:

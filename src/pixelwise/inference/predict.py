@@ -1,6 +1,7 @@
 """Prediction from a checkpoint: class-index PNGs with the dataset palette, and colour overlays."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ class Predictor:
         labels = self.predict(rgb)
         label_path, overlay_path = out_dir / f"{image_path.stem}.png", out_dir / f"{image_path.stem}_overlay.png"
         write_label_png(label_path, labels, self.palette, FAST_PNG)
-        save_png_atomic(Image.fromarray(overlay(rgb, labels, self.palette)), overlay_path, FAST_PNG)
+        save_png_atomic(Image.fromarray(overlay(rgb, labels, self.palette)), overlay_path, FAST_PNG,
+                        zlib.Z_HUFFMAN_ONLY)
         return label_path, overlay_path
 
 
