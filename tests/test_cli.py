@@ -87,10 +87,17 @@ def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_
     Image.open(nuclei_root / "images" / "tile_r0c0.png").convert("RGB").resize((97, 131)).save(odd)
     run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent, nuclei_root / "images" / "tile_r1c1.png",
             "--out", tmp_path / "pred")
+    # two images on a CPU: one a core, side by side, on the engine `auto` picks; the masks are those the
+    # same engine gives one image at a time
+    import pixelwise
+
+    one_at_a_time = pixelwise.load(trained / "best.pt", engine="auto")
     for stem, size in (("odd", (97, 131)), ("tile_r1c1", (128, 128))):
         mask = Image.open(tmp_path / "pred" / f"{stem}.png")
         assert mask.mode == "P" and mask.size == size
         assert set(np.unique(np.asarray(mask))) <= {0, 1}
+        source = odd if stem == "odd" else nuclei_root / "images" / "tile_r1c1.png"
+        np.testing.assert_array_equal(np.asarray(mask), one_at_a_time.predict(source))
         assert Image.open(tmp_path / "pred" / f"{stem}_overlay.png").size == size
 
 
