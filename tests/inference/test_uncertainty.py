@@ -129,6 +129,9 @@ def test_class_layout_is_each_class_mean_probability_in_each_grid_cell():
     layout = class_layout(proba, grid=2).reshape(2, 2, 2)  # (class, row, column)
     np.testing.assert_allclose(layout[0], [[1 - 0.5 / 6, 1.0], [0.0, 0.0]])
     np.testing.assert_allclose(layout[1], [[0.5 / 6, 0.0], [1.0, 1.0]])
+    # an image smaller than the grid repeats its pixels instead of leaving cells empty
+    tiny = class_layout(np.array([[[0.25, 1.0]], [[0.75, 0.0]]]), grid=4).reshape(2, 4, 4)
+    np.testing.assert_allclose(tiny[0], [[0.25, 0.25, 1.0, 1.0]] * 4)
 
 
 def test_kmeans_finds_well_separated_groups_whatever_the_seed():

@@ -8,7 +8,7 @@ Side by side, for an engine with several streams (an exported graph on the CPU, 
 On a small CPU this beats any overlap of stages around one model call spread over all cores: that
 call's threads meet at a barrier after every layer, so a decode or a PNG write taking one core for
 a moment stalls them all. Here nothing waits on anything else: measured on a 2-core Xeon with 2
-streams, the whole loop runs at the model's own images/s (benchmarks/predict_folder.py).
+streams, the whole loop runs at 95-100% of the model's own images/s (benchmarks/predict_folder.py).
 
 Overlapped, for one stream (eager PyTorch, a GPU, tiles, batches):
 
@@ -91,22 +91,20 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
 
 def _side_by_side(predictor, images: list[Path], out: Path, overlay: bool, streams: int, skip, bar) -> int:
     """`streams` threads, each taking one image from file to files. -> images written"""
-    def one(path: Path) -> PixelwiseError | None:
+    def one(path: Path) -> tuple[Path, PixelwiseError | None]:
         try:
             rgb = read_image(path)
         except PixelwiseError as err:  # one bad file must not stop a folder of good ones
-            return err
+            return path, err
         labels = class_argmax(predictor.engine.logits(to_batch([rgb]))[0])
         write_outputs(out, path, rgb, labels, predictor.palette, overlay)
-        return None
+        return path, None
 
     written = 0
-    in_flight: deque[tuple[Path, Future]] = deque()  # at most 2 an image stream: memory stays flat
 
-    def finish_oldest() -> None:
+    def finished(outcome: tuple[Path, PixelwiseError | None]) -> None:
         nonlocal written
-        path, future = in_flight.popleft()
-        err = future.result()  # a failed write (disk full, say) raises here and stops the run
+        path, err = outcome
         if err is None:
             written += 1
             bar.update(1)
@@ -114,12 +112,10 @@ def _side_by_side(predictor, images: list[Path], out: Path, overlay: bool, strea
             skip(path, err)
 
     with ThreadPoolExecutor(streams, "pixelwise-predict") as pool:
+        jobs = _InFlight(pool, limit=2 * streams, finished=finished)  # 2 images a stream: memory stays flat
         for path in images:
-            in_flight.append((path, pool.submit(one, path)))
-            if len(in_flight) > 2 * streams:
-                finish_oldest()
-        while in_flight:
-            finish_oldest()
+            jobs.submit(one, path)
+        jobs.drain()
     return written
 
 
@@ -130,7 +126,7 @@ def _overlapped(predictor, images: list[Path], out: Path, batch_size: int, overl
     ahead = 1 if tile else 2 * batch_size
     with ThreadPoolExecutor(workers, "pixelwise-decode", _yield_cpu) as decoders, \
             ThreadPoolExecutor(workers, "pixelwise-write", _yield_cpu) as writer_pool:
-        writes = _Writes(writer_pool, limit=1 if tile else batch_size + 2 * workers)
+        writes = _InFlight(writer_pool, limit=1 if tile else batch_size + 2 * workers)
         decoded = _decode(decoders, images, ahead, skip)
         for batch in (([item] for item in decoded) if tile else equal_size_batches(decoded, batch_size)):
             rgbs = [rgb for _, rgb in batch]
@@ -214,12 +210,15 @@ def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,
             skip(path, err)
 
 
-class _Writes:
-    """Write jobs in flight, at most `limit`: a slow disk holds the model back instead of filling
-    memory. A failed write (disk full, say) raises here and stops the run."""
+class _InFlight:
+    """Jobs in flight on a pool, at most `limit`, finished oldest first: a slow stage (a slow disk)
+    holds the submitter back instead of filling memory. Each result goes to `finished`; a job's
+    exception (a failed write, a full disk) raises here and stops the run."""
 
-    def __init__(self, pool: ThreadPoolExecutor, limit: int):
-        self.pool, self.limit, self.jobs, self.finished = pool, limit, deque(), 0
+    def __init__(self, pool: ThreadPoolExecutor, limit: int, finished: Callable[[object], None] = lambda result: None):
+        self.pool, self.limit, self.on_finished = pool, limit, finished
+        self.jobs: deque[Future] = deque()
+        self.finished = 0
 
     def submit(self, fn, *args) -> None:
         while len(self.jobs) >= self.limit:
@@ -231,7 +230,7 @@ class _Writes:
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:
-        self.jobs.popleft().result()
+        self.on_finished(self.jobs.popleft().result())
         self.finished += 1
 
 

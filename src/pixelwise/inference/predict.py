@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from pixelwise.config import TrainConfig
-from pixelwise.data.io import FAST_PNG, IMAGE_SUFFIXES, overlay, read_image, save_png_atomic, to_rgb_array, write_label_png
+from pixelwise.data.io import (FAST_PNG, IMAGE_SUFFIXES, overlay, read_image, save_png_atomic, to_rgb_array,
+                               write_label_png)
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.inference.engines import TorchEngine

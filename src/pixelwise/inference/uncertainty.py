@@ -130,10 +130,13 @@ def class_layout(proba: np.ndarray, grid: int = 4) -> np.ndarray:
     """(C, H, W) probabilities -> (C x grid x grid,) the mean probability of each class in each cell of a
     grid x grid split of the image: what the model sees where (road below, sky above, a bus on the
     left), a scene's fingerprint that frames of one shot share."""
-    classes, height, width = proba.shape
-    rows = np.array_split(np.arange(height), grid)
-    cols = np.array_split(np.arange(width), grid)
-    return np.array([[proba[:, r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean((1, 2)) for c in cols] for r in rows],
+    _, height, width = proba.shape
+
+    def cells(size: int) -> list[slice]:  # grid spans, each at least one pixel (an image under grid pixels repeats)
+        starts = [min(i * size // grid, size - 1) for i in range(grid)]
+        return [slice(a, max(a + 1, (i + 1) * size // grid)) for i, a in enumerate(starts)]
+
+    return np.array([[proba[:, r, c].mean((1, 2)) for c in cells(width)] for r in cells(height)],
                     dtype=np.float64).transpose(2, 0, 1).ravel()
 
 
@@ -208,10 +211,10 @@ def typical_order(layouts: dict[Path, np.ndarray], groups: int = 20, seed: int =
     Images and the already labelled ones (`labelled`: their `class_layout`s) fall into `groups` +
     (labelled count) groups of look-alikes (k-means on `class_layout`). Groups without a labelled
     image come first, the largest first; from each, the image at the dense centre of the group
-    (`typicality` among its members) goes before its outliers. With few labels a model learns most from typical
-    examples of what it has not seen, and most uncertain images are atypical (TypiClust: Hacohen,
-    Dekel and Weinshall, "Active learning on a budget", ICML 2022). Set `groups` to the number of
-    images labelled before the next retraining."""
+    (`typicality` among its members) goes before its outliers. With few labels a model learns most
+    from typical examples of what it has not seen, and most uncertain images are atypical (TypiClust:
+    Hacohen, Dekel and Weinshall, "Active learning on a budget", ICML 2022). Set `groups` to the
+    number of images labelled before the next retraining."""
     paths = sorted(layouts)
     if not paths:
         return []
@@ -223,5 +226,6 @@ def typical_order(layouts: dict[Path, np.ndarray], groups: int = 20, seed: int =
     for group in sorted(set(assignment[:len(paths)].tolist())):
         inside = np.flatnonzero(assignment[:len(paths)] == group)
         density = typicality(points[inside])  # among its own group: the centre of this kind of scene
-        members.append((group in covered, -len(inside), [paths[i] for i in inside[np.argsort(-density, kind="stable")]]))
+        by_density = inside[np.argsort(-density, kind="stable")]
+        members.append((group in covered, -len(inside), [paths[i] for i in by_density]))
     return round_robin([images for *_, images in sorted(members, key=lambda m: m[:2])])
