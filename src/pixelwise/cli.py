@@ -567,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--batch-size", type=positive_int,
                    help="images of equal size per forward pass (default: 1 on the CPU, where batches only add "
-                   "memory traffic, measured in benchmarks/speed.py; 8 on a GPU)")
+                   "memory traffic, measured in benchmarks/speed.py, and an exported engine predicts one image "
+                   "a core side by side; 8 on a GPU)")
     p.add_argument("--tile", type=positive_int, metavar="PIXELS",
                    help="predict in overlapping tiles of this size, blended smoothly, band by band: for images "
                    "too large to predict whole (aerial, slides, scans), e.g. --tile 1024. The size is what the "
