@@ -173,20 +173,21 @@ def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int
 
 def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,
                   overlay: bool = True) -> None:
-    """The files `Predictor.predict_to_files` writes, each one atomically, compressed for speed (FAST_PNG)."""
+    """The files `Predictor.predict_to_files` writes, each one atomically, compressed for speed (FAST_PNG).
+    With `overlay`, `rgb` becomes the overlay in place: the pipeline is done with the photo by then,
+    and an 8000x6000 one is 144 MB not held twice."""
     write_label_png(out / f"{path.stem}.png", labels, palette, FAST_PNG)
     if overlay:
-        save_png_atomic(Image.fromarray(_overlay_rows(rgb, labels, palette)), out / f"{path.stem}_overlay.png",
+        save_png_atomic(Image.fromarray(_blend_in_place(rgb, labels, palette)), out / f"{path.stem}_overlay.png",
                         FAST_PNG, zlib.Z_HUFFMAN_ONLY)
 
 
-def _overlay_rows(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:
-    """`data.io.overlay`, a block of rows at a time: the same pixels, without float copies of a
-    whole 8000x6000 photo."""
-    blended = np.empty_like(rgb)
+def _blend_in_place(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:
+    """`data.io.overlay` written over `rgb`, a block of rows at a time: the same pixels, without a
+    second copy or wide temporaries of a whole 8000x6000 photo. -> rgb"""
     for r in range(0, rgb.shape[0], rows):
-        blended[r:r + rows] = blend_overlay(rgb[r:r + rows], labels[r:r + rows], palette)
-    return blended
+        rgb[r:r + rows] = blend_overlay(rgb[r:r + rows], labels[r:r + rows], palette)
+    return rgb
 
 
 def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,
