@@ -20,11 +20,12 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 from common import CAMVID, machine
 from transfer import CACHE, half_size_camvid
 
 from pixelwise.api import train
-from pixelwise.checkpoint import load_checkpoint
+from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.inference.predict import load
 from pixelwise.data.duplicates import perceptual_hash
 from pixelwise.data.io import read_image, read_mask
@@ -46,6 +47,19 @@ def subset(full: Path, names: list[str], root: Path) -> Path:
     return root
 
 
+@torch.no_grad()
+def encoder_embeddings(checkpoint: Path, images: list[Path]) -> dict[Path, np.ndarray]:
+    """image -> the model's deepest encoder features, averaged over the image and scaled to unit
+    length: what the image looks like to the network, beyond the classes it predicts."""
+    encoder = model_from_checkpoint(load_checkpoint(checkpoint)).encoder.eval()  # it normalises its input
+    out = {}
+    for path in images:
+        x = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+        feature = encoder(x)[-1].mean((2, 3))[0].numpy().astype(np.float64)
+        out[path] = feature / (np.linalg.norm(feature) + 1e-12)
+    return out
+
+
 def fine_tune(data: Path, out: Path, epochs: int, init_from: Path | None, seed: int) -> float:
     # last-k is what --strategy auto picks for CamVid-like data; pinned so no arm pays for the advisor
     summary = train(data, out=out, epochs=epochs, strategy="last-k", val_every=1000, seed=seed,
@@ -63,7 +77,8 @@ def main() -> None:
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
     parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
     parser.add_argument("--arms", default="uncertainty,balanced,random",
-                        help="comma-separated, of uncertainty, balanced, diverse, typical, spread, random")
+                        help="comma-separated, of uncertainty, balanced, diverse, diverse_features, typical, spread, "
+                        "random")
     parser.add_argument("--reuse-base", action="store_true",
                         help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
@@ -101,6 +116,10 @@ def main() -> None:
                       {p: class_layout(q) for p, q in probabilities.items()}, groups=args.add, seed=seed,
                       labelled=[class_layout(predictor.predict_proba(full / "train" / n)) for n in initial])[: args.add]],
                   "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
+        if "diverse_features" in args.arms:  # diverse, grouping by encoder features instead of class layout
+            chosen["diverse_features"] = [p.name for p in diverse_order(
+                {p: s["entropy"] for p, s in ranked}, encoder_embeddings(base_dir / "best.pt", list(probabilities)),
+                groups=args.add, seed=seed)[: args.add]]
         if "spread" in args.arms:
             hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}
             chosen["spread"] = [p.name for p, _ in spread_out(ranked, hashes, args.spread)[: args.add]]

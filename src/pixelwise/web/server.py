@@ -54,7 +54,8 @@ SECURITY_HEADERS = {
 
 class Session:
     """What one `pixelwise annotate` serves. `order` is the "next" order: name order, or with a model the
-    unlabelled images most uncertain first (then the labelled ones), once they have been ranked."""
+    unlabelled images in `data suggest`'s order, the most uncertain of each kind of scene first (then
+    the labelled ones), once they have been ranked."""
 
     def __init__(self, store: Store, checkpoint: str | Path | None = None, log: Callable[[str], None] = print):
         self.store, self.log = store, log

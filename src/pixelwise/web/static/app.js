@@ -563,7 +563,7 @@ function showStatus(counts) {
   $('progress').textContent = `${labelled} / ${total} labelled`;
   const position = app.item ? app.order.indexOf(app.item.id) + 1 : 0;
   $('order').textContent = `image ${position} of ${app.order.length}, ${app.orderNote === 'uncertainty'
-    ? 'most uncertain first' : app.orderNote === 'ranking' ? 'ranking by uncertainty…' : 'name order'}`;
+    ? 'most uncertain of each kind of scene first' : app.orderNote === 'ranking' ? 'ranking by uncertainty…' : 'name order'}`;
   $('model').textContent = app.model ? `model: ${app.model.checkpoint}` : 'no model';
 }
 
