@@ -130,7 +130,7 @@ def main() -> None:
             data = subset(full, initial + extra, out / f"seed{seed}" / f"data_{arm}")
             row[arm] = round(fine_tune(data, out / f"seed{seed}" / arm, args.epochs, base_dir / "best.pt", seed), 4)
         for arm in args.arms:
-            if arm != "random":
+            if arm != "random" and "random" in row:
                 row[f"gain_{arm}"] = round(row[arm] - row["random"], 4)
         rows.append(row)
         print(f"seed {seed}: {args.initial} images {base:.4f}; +{args.add}: "
@@ -140,7 +140,7 @@ def main() -> None:
               "seeds": rows}
     for arm in args.arms:
         result[f"mean_{arm}"] = round(statistics.mean(r[arm] for r in rows), 4)
-        if arm != "random":
+        if arm != "random" and "random" in args.arms:
             result[f"mean_gain_{arm}"] = round(statistics.mean(r[f"gain_{arm}"] for r in rows), 4)
             result[f"wins_{arm}"] = sum(r[f"gain_{arm}"] > 0 for r in rows)
     print(json.dumps(result))
