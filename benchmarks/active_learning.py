@@ -106,24 +106,22 @@ def main() -> None:
         ranked = rank_by_uncertainty(probabilities.__getitem__, probabilities, args.measure)
         labelled = sum(np.bincount(read_mask(full / "trainannot" / n).ravel(), minlength=256)[:len(probabilities[
             ranked[0][0]])] for n in initial)
-        chosen = {"uncertainty": [p.name for p, _ in ranked[: args.add]],
-                  "balanced": [p.name for p in balanced_order({p: class_uncertainty(q) for p, q in
-                                                               probabilities.items()}, labelled)[: args.add]],
-                  "diverse": [p.name for p in diverse_order({p: s["entropy"] for p, s in ranked},
-                                                            {p: class_layout(q) for p, q in probabilities.items()},
-                                                            groups=args.add, seed=seed)[: args.add]],
-                  "typical": [p.name for p in typical_order(
-                      {p: class_layout(q) for p, q in probabilities.items()}, groups=args.add, seed=seed,
-                      labelled=[class_layout(predictor.predict_proba(full / "train" / n)) for n in initial])[: args.add]],
-                  "random": [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]}
-        if "diverse_features" in args.arms:  # diverse, grouping by encoder features instead of class layout
-            chosen["diverse_features"] = [p.name for p in diverse_order(
-                {p: s["entropy"] for p, s in ranked}, encoder_embeddings(base_dir / "best.pt", list(probabilities)),
-                groups=args.add, seed=seed)[: args.add]]
-        if "spread" in args.arms:
-            hashes = {p: perceptual_hash(read_image(p)) for p, _ in ranked}
-            chosen["spread"] = [p.name for p, _ in spread_out(ranked, hashes, args.spread)[: args.add]]
-        del probabilities
+        entropy = {p: score["entropy"] for p, score in ranked}
+        layouts = {p: class_layout(q) for p, q in probabilities.items()}
+        pickers = {  # each arm's 40 picks, computed only for the arms asked for
+            "uncertainty": lambda: [p for p, _ in ranked],
+            "balanced": lambda: balanced_order({p: class_uncertainty(q) for p, q in probabilities.items()}, labelled),
+            "diverse": lambda: diverse_order(entropy, layouts, groups=args.add, seed=seed),
+            "diverse_features": lambda: diverse_order(  # grouping by encoder features instead of class layout
+                entropy, encoder_embeddings(base_dir / "best.pt", list(probabilities)), groups=args.add, seed=seed),
+            "typical": lambda: typical_order(layouts, groups=args.add, seed=seed, labelled=[
+                class_layout(predictor.predict_proba(full / "train" / n)) for n in initial]),
+            "spread": lambda: [p for p, _ in spread_out(ranked, {p: perceptual_hash(read_image(p)) for p in entropy},
+                                                        args.spread)],
+            "random": lambda: [full / "train" / pool[i] for i in rng.choice(len(pool), args.add, replace=False)],
+        }
+        chosen = {arm: [p.name for p in pickers[arm]()[: args.add]] for arm in args.arms}
+        probabilities.clear()  # 600 MB at CamVid's size, not needed while the arms train
         row = {"seed": seed, "base": round(base, 4)}
         for arm in args.arms:
             extra = chosen[arm]

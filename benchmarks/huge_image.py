@@ -28,7 +28,7 @@ from cpu import cpu_model
 
 from pixelwise.data.io import read_image
 from pixelwise.inference.engines import TorchEngine, create_engine
-from pixelwise.inference.tiling import class_argmax, predict_tiled, tile_starts, to_batch
+from pixelwise.inference.tiling import class_argmax, image_tiling, predict_tiled, tile_starts, to_batch
 
 
 def max_rss_mb() -> float:
@@ -107,8 +107,7 @@ def main() -> None:
     engine = make_engine(args)
     image = make_image(height, width, args.photo)
     # the image tiles predict_tiled cuts: --tile is what the network sees, after the inference scale
-    image_tile = max(1, round(args.tile / engine.scale))
-    image_overlap = round(args.overlap / engine.scale)
+    image_tile, image_overlap = image_tiling(args.tile, args.overlap, engine.scale)
     engine.logits(to_batch([image[:image_tile, :image_tile]]))  # first call picks kernels; not timed
     before = max_rss_mb()
     start = time.perf_counter()
@@ -121,7 +120,8 @@ def main() -> None:
               "engine": getattr(engine, "name", "torch"), "profile": args.profile if args.checkpoint else None,
               "infer_scale": engine.scale,
               "image": args.photo or "synthetic", "size": f"{width}x{height}", "tile": args.tile,
-              "overlap": args.overlap, "image_tile": image_tile, "batch": args.batch, "tiles": tiles, "seconds": round(seconds, 2),
+              "overlap": args.overlap, "image_tile": image_tile, "batch": args.batch, "tiles": tiles,
+              "seconds": round(seconds, 2),
               "megapixels_per_s": round(width * height / 1e6 / seconds, 3),
               "rss_before_predict_mb": round(before), "max_rss_mb": round(max_rss_mb()),
               "classes_predicted": int(len(np.unique(labels)))}

@@ -143,7 +143,7 @@ def test_importing_pixelwise_loads_no_onnx_runtime():
 
 def test_predicting_with_an_exported_model_never_loads_the_model_zoo(beside):
     """timm and torchvision take about 2 s to import; a predict from an .onnx file needs neither."""
-    folder, _, engine, _ = beside
+    folder, _, _, _ = beside
     script = (f"import sys, json, numpy as np, pixelwise; p = pixelwise.load({str(folder / 'model.onnx')!r}, "
               "engine='onnxruntime'); mask = p.predict(np.zeros((45, 61, 3), np.uint8)); print(json.dumps(["
               "list(mask.shape), sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision') "

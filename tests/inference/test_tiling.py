@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.engines import TorchEngine
-from pixelwise.inference.tiling import (axis_weights, blend_window, class_argmax, predict_tiled, ramp, tile_starts,
-                                        to_batch)
+from pixelwise.inference.tiling import (axis_weights, blend_window, class_argmax, image_tiling, predict_tiled, ramp,
+                                        tile_starts, to_batch)
 from pixelwise.models.registry import create_model
 
 
@@ -209,3 +209,4 @@ def test_tile_size_is_what_the_network_sees_at_the_engines_inference_scale():
     predict_tiled(engine, np.zeros((100, 100, 3), dtype=np.uint8), tile=64, overlap=16)
     assert set(engine.shapes) == {(1, 3, 32, 32)}
     assert len(engine.shapes) == len(tile_starts(100, 32, 8)) ** 2 == 16
+    assert image_tiling(1024, 128, 1.75) == (585, 73) and image_tiling(64, 16, 2.0) == (32, 8)

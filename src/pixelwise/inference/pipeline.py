@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,12 +35,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from pixelwise.data.io import overlay as blend_overlay
-from pixelwise.data.io import FAST_PNG, read_image, save_png_atomic, write_label_png
+from pixelwise.data.io import read_image
 from pixelwise.errors import PixelwiseError
+from pixelwise.inference.predict import write_outputs
 from pixelwise.inference.tiling import check_tiling, class_argmax, predict_tiled, to_batch
 
 
@@ -169,25 +167,6 @@ def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int
             count -= len(oldest)
             yield oldest
     yield from waiting.values()
-
-
-def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,
-                  overlay: bool = True) -> None:
-    """The files `Predictor.predict_to_files` writes, each one atomically, compressed for speed (FAST_PNG).
-    With `overlay`, `rgb` becomes the overlay in place: the pipeline is done with the photo by then,
-    and an 8000x6000 one is 144 MB not held twice."""
-    write_label_png(out / f"{path.stem}.png", labels, palette, FAST_PNG)
-    if overlay:
-        save_png_atomic(Image.fromarray(_blend_in_place(rgb, labels, palette)), out / f"{path.stem}_overlay.png",
-                        FAST_PNG, zlib.Z_HUFFMAN_ONLY)
-
-
-def _blend_in_place(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, rows: int = 512) -> np.ndarray:
-    """`data.io.overlay` written over `rgb`, a block of rows at a time: the same pixels, without a
-    second copy or wide temporaries of a whole 8000x6000 photo. -> rgb"""
-    for r in range(0, rgb.shape[0], rows):
-        rgb[r:r + rows] = blend_overlay(rgb[r:r + rows], labels[r:r + rows], palette)
-    return rgb
 
 
 def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,

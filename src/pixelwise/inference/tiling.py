@@ -108,6 +108,12 @@ def class_argmax(logits: torch.Tensor, dim: int = 0) -> np.ndarray:
     return labels
 
 
+def image_tiling(tile: int, overlap: int, scale: float) -> tuple[int, int]:
+    """(tile, overlap) the network sees -> (tile, overlap) in image pixels, for an engine that resizes
+    images by `scale` before the network: 1024 at scale 1.75 is 585."""
+    return max(1, round(tile / scale)), round(overlap / scale)
+
+
 @torch.no_grad()
 def predict_tiled(engine, image: np.ndarray, tile: int = 1024, overlap: int = 128, batch: int = 1) -> np.ndarray:
     """Predict an HxWx3 uint8 image of any size tile by tile -> HxW uint8 class indices.
@@ -119,8 +125,7 @@ def predict_tiled(engine, image: np.ndarray, tile: int = 1024, overlap: int = 12
     much smaller, so memory is bounded by `tile` whatever the profile. An image no larger than a
     tile is one whole-image pass."""
     check_tiling(tile, overlap)
-    scale = float(getattr(engine, "scale", 1.0))
-    tile, overlap = max(1, round(tile / scale)), round(overlap / scale)
+    tile, overlap = image_tiling(tile, overlap, float(getattr(engine, "scale", 1.0)))
     if batch < 1:
         raise PixelwiseError(f"tile batch {batch} must be at least 1")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
