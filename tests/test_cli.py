@@ -85,8 +85,9 @@ def test_predict_writes_palette_masks_and_overlays_for_any_size(trained, nuclei_
     odd = tmp_path / "in" / "odd.jpg"
     odd.parent.mkdir()
     Image.open(nuclei_root / "images" / "tile_r0c0.png").convert("RGB").resize((97, 131)).save(odd)
-    run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent, nuclei_root / "images" / "tile_r1c1.png",
-            "--out", tmp_path / "pred")
+    stdout = run_cli("predict", "--checkpoint", trained / "best.pt", odd.parent,
+                     nuclei_root / "images" / "tile_r1c1.png", "--out", tmp_path / "pred")
+    assert f"wrote 2 masks and overlays to {tmp_path / 'pred'} in " in stdout
     # two images on a CPU: one a core, side by side, on the engine `auto` picks; the masks are those the
     # same engine gives one image at a time
     import pixelwise

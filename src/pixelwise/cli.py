@@ -237,10 +237,10 @@ def cmd_predict(args) -> None:
     batch_size = args.batch_size or (8 if on_gpu else 1)
     summary = predict_folder(predictor, images, out, batch_size=batch_size, overlay=not args.no_overlay,
                              tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr))
-    what = "mask" if args.no_overlay else "mask and overlay"
+    plural = "" if summary.written == 1 else "s"
+    what = f"mask{plural}" if args.no_overlay else f"mask{plural} and overlay{plural}"
     rate = f"{summary.images_per_s:.1f}" if summary.images_per_s >= 1 else f"{summary.images_per_s:.3f}"
-    print(f"wrote {summary.written} {what}{'' if summary.written == 1 else 's'} to {out} in {summary.seconds:.1f} s "
-          f"({rate} images/s)")
+    print(f"wrote {summary.written} {what} to {out} in {summary.seconds:.1f} s ({rate} images/s)")
     if summary.failed:  # one bad file never stops a folder of good ones
         raise PixelwiseError(f"{len(summary.failed)} of {len(images)} images could not be predicted (see above)")
 
