@@ -1,4 +1,4 @@
-"""The CUDA path: bf16 autocast and channels_last on a GPU, for inference and training. CI has no GPU,
+"""The CUDA path: fp16 (accurate) or bf16 (fast) autocast and channels_last on a GPU, for inference and training. CI has no GPU,
 so these skip there; they ran on a lent GPU when one was available (see the README's speed section)."""
 import json
 
@@ -12,7 +12,8 @@ from pixelwise.runtime import predict_logits
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_cuda_inference_runs_bf16_channels_last_and_matches_cpu_fp32():
+@pytest.mark.parametrize("exact", [True, False])
+def test_cuda_inference_runs_reduced_precision_channels_last_and_matches_cpu_fp32(exact):
     torch.manual_seed(0)
     model = create_model("fcn8s", backbone="efficientnet_lite0", num_classes=5, pretrained=False).eval()
     for module in model.modules():  # FCN score layers start at zero: give the classes different logits
@@ -20,9 +21,10 @@ def test_cuda_inference_runs_bf16_channels_last_and_matches_cpu_fp32():
             torch.nn.init.normal_(module.weight, std=0.1)
     images = torch.rand(2, 3, 75, 101, generator=torch.Generator().manual_seed(1))
     expected = predict_logits(model, images, torch.device("cpu"), None)
-    engine = TorchEngine(model, device="cuda")
-    assert engine.device.type == "cuda" and engine.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
-    if engine.dtype is not None:  # bf16 autocast pays off with channels_last kernels
+    engine = TorchEngine(model, device="cuda", exact=exact)
+    fast = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    assert engine.device.type == "cuda" and engine.dtype == (torch.float16 if exact else fast)
+    if engine.dtype is not None:  # autocast pays off with channels_last kernels
         conv = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     got = engine.logits(images)

@@ -392,6 +392,12 @@ def cmd_demo(args) -> None:
     run_demo(out=args.out, epochs=args.epochs)
 
 
+def add_precision_argument(p) -> None:
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: with --profile accurate, masks equal to fp32's (fp16 where the hardware has it "
+                   "natively, else fp32); with --profile fast, bf16 where native (default: auto)")
+
+
 def add_data_parsers(data) -> None:
     from pixelwise.data.importers import CROWDS, LINE_WIDTH, OVERLAPS, SOURCES
 
@@ -480,7 +486,7 @@ def add_data_parsers(data) -> None:
     p.add_argument("--out", metavar="TXT", help="the ranked list (default: DIR/.pixelwise/suggestions.txt)")
     p.add_argument("--show", type=positive_int, default=10, help="rows to print (default: %(default)s)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    add_precision_argument(p)
     p.set_defaults(func=cmd_data_suggest)
 
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
@@ -555,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
     add_speed_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    add_precision_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict masks for images",
@@ -579,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlay", action="store_true", help="write only the class-index PNGs")
     add_speed_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    add_precision_argument(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a checkpoint as an ONNX model (onnxruntime, OpenVINO)",

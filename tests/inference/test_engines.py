@@ -1,4 +1,5 @@
 """Engines: every runtime gives eager PyTorch's logits, from a checkpoint or an exported .onnx alone."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -183,6 +184,22 @@ def test_the_fast_profile_runs_the_network_at_scale_one_on_every_engine(beside):
         accurate = create_engine(name, folder / source, precision="fp32")
         assert (fast.scale, accurate.scale) == (1.0, 1.5)  # the checkpoint was trained with infer_scale 1.5
         torch.testing.assert_close(fast.logits(batch), at_one, atol=2e-5, rtol=0)
+
+
+def test_auto_precision_keeps_fp32_masks_when_accurate_and_takes_bf16_when_fast(beside, monkeypatch):
+    from pixelwise import runtime
+
+    folder, _, _, _ = beside
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    for fp16, accurate_dtype in ((True, torch.float16), (False, None)):
+        monkeypatch.setattr(runtime, "cpu_has_fp16", lambda: fp16)
+        assert create_engine("torch", folder / "model.pt").dtype == accurate_dtype
+        assert create_engine("torch", folder / "model.pt", profile="fast").dtype == torch.bfloat16
+    if importlib.util.find_spec("openvino"):
+        hint = create_engine("openvino", folder / "model.onnx").compiled.get_property("INFERENCE_PRECISION_HINT")
+        assert str(hint) in ("<Type: 'float32'>", "f32")
+    with pytest.raises(PixelwiseError, match="use --precision auto or fp32, or --engine torch or openvino for fp16"):
+        create_engine("onnxruntime", folder / "model.onnx", precision="fp16")
 
 
 def test_auto_picks_openvino_then_onnxruntime_then_torch_on_the_cpu(monkeypatch):

@@ -133,23 +133,25 @@ def physical_cores() -> int:
 # ---------------------------------------------------------------- eager PyTorch
 
 class TorchEngine:
-    """Eager PyTorch: the model on a device, bf16 autocast + channels_last where the hardware has native bf16.
+    """Eager PyTorch: the model on a device, in reduced precision + channels_last where the hardware has it
+    natively (`exact`: precision that keeps fp32's masks, see `runtime.resolve_precision`).
     One stream: torch's intra-op threads are per process, so concurrent calls would only fight over them."""
     name = "torch"
     streams = 1
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0,
-                 meta: dict | None = None):
-        self.model, self.device, self.dtype = inference_setup(model, device, precision)
+                 meta: dict | None = None, exact: bool = True):
+        self.model, self.device, self.dtype = inference_setup(model, device, precision, exact)
         self.scale = scale
         self.meta = meta
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "TorchEngine":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
+                        exact: bool = True) -> "TorchEngine":
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt)
         meta = checkpoint_metadata(ckpt, model)
-        return cls(model, device=device, precision=precision, scale=meta["infer_scale"], meta=meta)
+        return cls(model, device=device, precision=precision, scale=meta["infer_scale"], meta=meta, exact=exact)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return predict_logits(self.model, images, self.device, self.dtype, self.scale).cpu()
@@ -184,12 +186,13 @@ class OnnxRuntimeEngine(ExportedGraph):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
-                 streams: int = 1):
+                 streams: int = 1, exact: bool = True):
         ort = import_optional("onnxruntime", "onnx", "--engine onnxruntime")
         self.path = Path(path)
-        if precision == "bf16":
+        if precision in ("bf16", "fp16"):
             raise PixelwiseError("onnxruntime runs the .onnx file's own precision (fp32, or int8 from "
-                                 "`pixelwise export --int8`); use --precision auto or fp32, or --engine torch for bf16")
+                                 f"`pixelwise export --int8`); use --precision auto or fp32, or --engine torch or "
+                                 f"openvino for {precision}")
         self.streams = check_streams(streams)
         options = ort.SessionOptions()
         # A session runs concurrent calls safely, each on its own intra-op threads: share the cores out.
@@ -226,27 +229,29 @@ def ort_providers(ort, device: str) -> list[str]:
 class OpenVinoEngine(ExportedGraph):
     """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
 
-    Precision follows the torch engine's rule: `auto` lets OpenVINO use bf16 where the CPU has it
-    natively (AMX, AVX512-BF16) and fp32 elsewhere; `fp32` forces fp32. int8 .onnx files (QDQ) run
-    in int8 either way."""
+    Precision: `auto` lets OpenVINO use bf16 where the CPU has it natively (AMX, AVX512-BF16), unless
+    `exact` (`--profile accurate`), which runs fp32: bf16 flips 0.5% of the pixels, and OpenVINO's fp16
+    is slower than its fp32 on the CPUs measured. int8 .onnx files (QDQ) run in int8 either way."""
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
-                 streams: int = 1):
+                 streams: int = 1, exact: bool = True):
         ov = import_optional("openvino", "openvino", "--engine openvino")
         self.path = Path(path)
         if device == "cuda":
             raise PixelwiseError("--engine openvino runs on the CPU here; use --device cpu or auto, or --engine "
                                  "onnxruntime/torch for an NVIDIA GPU")
-        if precision not in ("auto", "fp32", "bf16"):
-            raise PixelwiseError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise PixelwiseError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+        if precision == "auto" and exact:
+            precision = "fp32"
         self.meta = read_metadata(self.path)
         self.streams = check_streams(streams)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or physical_cores()}
         if self.streams > 1:  # OpenVINO splits the threads into streams; each infer request runs on one
             config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
         if precision != "auto":
-            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
         try:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
@@ -295,8 +300,10 @@ def onnx_beside(checkpoint: Path, log=print) -> Path:
 
 
 PROFILES = {
-    "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise): the best mean IoU",
-    "fast": "inference scale 1 on the fastest engine: about 3x the images/s, a little lower mean IoU",
+    "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise) at a precision that keeps "
+                "fp32's masks: the best mean IoU",
+    "fast": "inference scale 1 on the fastest engine, in bf16 where the CPU has it: about 4x the images/s, "
+            "a little lower mean IoU",
 }
 
 
@@ -333,6 +340,7 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
     if name not in ("auto", *ENGINES):
         raise PixelwiseError(f"unknown engine {name!r}; choose auto or one of {', '.join(ENGINES)}")
     profile_scale(profile, 1.0)  # an unknown profile is refused before any model loads
+    exact = profile == "accurate"  # `auto` precision keeps fp32's masks; `fast` takes bf16's speed
     is_onnx = model_file.suffix.lower() == ".onnx"
     if name == "auto":
         name = fastest_engine(device)
@@ -350,11 +358,11 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
         if is_onnx:
             raise PixelwiseError(f"{model_file}: the torch engine runs checkpoints (.pt); run an .onnx file with "
                                  "--engine onnxruntime or --engine openvino")
-        engine = TorchEngine.from_checkpoint(model_file, device=device, precision=precision)
+        engine = TorchEngine.from_checkpoint(model_file, device=device, precision=precision, exact=exact)
     else:
         onnx_path = model_file if is_onnx else onnx_beside(model_file, log)
         engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
-        engine = engine_class(onnx_path, device=device, precision=precision, streams=streams)
+        engine = engine_class(onnx_path, device=device, precision=precision, streams=streams, exact=exact)
     engine.scale = profile_scale(profile, engine.meta["infer_scale"])
     return engine
 

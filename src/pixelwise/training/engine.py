@@ -27,7 +27,8 @@ from pixelwise.data.transforms import train_transform
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.engines import evaluate_engine
 from pixelwise.models.registry import create_model
-from pixelwise.runtime import autocast, predict_logits, prepare_model, resolve_precision, to_device
+from pixelwise.runtime import (autocast, depthwise_fp32_in_training, predict_logits, prepare_model, resolve_precision,
+                               to_device)
 from pixelwise.training import advisor, distributed, strategies
 from pixelwise.training.distributed import Dist
 from pixelwise.training.losses import class_weights, segmentation_loss
@@ -334,6 +335,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     if cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = prepare_model(model, device, dtype)
+    fp32_depthwise = depthwise_fp32_in_training(model) if device.type == "cpu" and dtype is not None else 0
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
@@ -348,7 +350,8 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     processes = f" x {ctx.world} processes" if ctx.enabled else ""
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
         f"validating on {len(val_set)}; batch {loader.batch_size}{processes}, "
-        f"{'bf16 autocast' if dtype else 'fp32'} on {device}; "
+        f"{'bf16 autocast' if dtype else 'fp32'}{' (depthwise convolutions fp32)' if fp32_depthwise else ''} "
+        f"on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
                train_set, val_set, device, dtype, state, ctx, skipped)
