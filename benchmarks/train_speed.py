@@ -7,7 +7,9 @@ pixelwise trains FCN-8s / EfficientNet-Lite0 on CamVid train with its defaults, 
 excluded) and the share of each epoch spent waiting for the next batch come from history.json.
 The plain loop is what a user would write: the same dataset object and augmentation, a DataLoader,
 bf16 autocast with channels_last, the same weighted cross-entropy and AdamW, one epoch after three
-warm-up steps. The VM's speed drifts by 15-25% within minutes, so the plain loop runs once before
+warm-up steps. pixelwise differs in one choice a user would not know to make: on the CPU its trainer
+runs the depthwise convolutions in fp32 inside bf16 autocast (`runtime.depthwise_fp32_in_training`),
+as oneDNN's bf16 depthwise kernels are 2-4x slower than its fp32 ones. The VM's speed drifts by 15-25% within minutes, so the plain loop runs once before
 pixelwise and once after, and each side's figure is the median of its epochs (pixelwise's first
 epoch, which picks kernels and fills the decoded-image cache, left out).
 
