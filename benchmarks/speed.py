@@ -591,6 +591,21 @@ def best_rows(rows: list[dict], size: str, batch: int) -> dict[str, dict]:
     return best
 
 
+def headline_rows(rows: list[dict], size: str) -> dict[str, dict]:
+    """label -> the row that stands for it at batch 1: a peer's fastest setting, and for pixelwise's
+    profiles what `pixelwise predict --profile P` runs by default (`default_setting`), not a faster
+    setting a user would have to ask for."""
+    best = best_rows(rows, size, 1)
+    for profile in ("accurate", "fast"):
+        label = f"pixelwise {profile}"
+        mine = {r["setting"]: r for r in rows if r["label"] == label and r["size"] == size and r["batch"] == 1
+                and "median_ms" in r}
+        chosen = default_setting(profile, set(mine))
+        if chosen:
+            best[label] = mine[chosen]
+    return best
+
+
 def ratio(best: dict, numerator: str, denominator: str) -> dict | None:
     if numerator not in best or denominator not in best:
         return None
@@ -627,16 +642,7 @@ def fastest_engines(rows: list[dict], size: str) -> dict:
 
 
 def targets(rows: list[dict], size: str) -> dict:
-    """Peers at their fastest setting; pixelwise's profiles at what `pixelwise predict --profile P` runs by
-    default (`default_setting`), not at a faster setting a user would have to ask for."""
-    best = best_rows(rows, size, 1)
-    for profile in ("accurate", "fast"):
-        label = f"pixelwise {profile}"
-        mine = {r["setting"]: r for r in rows if r["label"] == label and r["size"] == size and r["batch"] == 1
-                and "median_ms" in r}
-        chosen = default_setting(profile, set(mine))
-        if chosen:
-            best[label] = mine[chosen]
+    best = headline_rows(rows, size)
     peer_scaled = f"{PEER_AT_INFER_SCALE} @{DEFAULTS.infer_scale:g}x"
     return {"at": f"{size}, batch 1, peers at their fastest setting, pixelwise at its profiles' defaults",
             "fast_vs_lraspp": ratio(best, "pixelwise fast", "torchvision lraspp_mobilenet_v3_large"),
@@ -670,8 +676,8 @@ def describe_roofline(summary: dict) -> str:
 
 
 def quality_points(rows: list[dict], quality: dict[str, float], size: str) -> tuple[list[dict], list[str]]:
-    """(model at its fastest setting + its mean IoU, Pareto flag), and the labels without a figure."""
-    best = best_rows(rows, size, 1)
+    """(model at its headline setting + its mean IoU, Pareto flag), and the labels without a figure."""
+    best = headline_rows(rows, size)
     known = {k.lower(): v for k, v in quality.items()}
     points = [{"label": label, "setting": row["setting"], "median_ms": row["median_ms"],
                "mean_iou": known[label.lower()]} for label, row in best.items() if label.lower() in known]
