@@ -105,7 +105,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weighting", default=d["class_weighting"], choices=WEIGHTINGS,
                    help="loss weights from training pixel counts (default: %(default)s)")
     p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
-                   help="auto: bf16 autocast where the hardware has native bf16 (default: %(default)s)")
+                   help="auto: bf16 autocast where the hardware has native bf16, with depthwise convolutions "
+                   "kept in fp32 on the CPU, where they are faster (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out images whose image or mask is unreadable, mis-sized or mislabelled, log each, "
                    "and list them all again at the end (default: stop on the first run of problems)")
