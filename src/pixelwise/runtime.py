@@ -87,12 +87,12 @@ def _depthwise_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def depthwise_fp32_in_training(model: nn.Module) -> int:
     """Make the depthwise convolutions of `model` run in fp32 under CPU autocast while gradients are on.
 
-    oneDNN's bf16 depthwise kernels, forward and backward, are 2-4x slower than its fp32 ones
+    oneDNN's bf16 depthwise kernels, forward and backward, are about 3x slower than its fp32 ones
     (depthwise layers are memory-bound, and AMX speeds up only dense matmuls), while dense
     convolutions gain from bf16: a training step of FCN-8s/EfficientNet-Lite0 (batch 8, 352x480)
-    takes 1.55 s this way against 2.0 s in bf16 throughout and 1.79 s in fp32 throughout (2-core
-    Xeon with AMX). Inference keeps bf16: at batch 1 the casts cost more than the kernels save.
-    The weights and state_dict are unchanged. -> how many convolutions."""
+    takes 2.41 s this way against 2.99 s in bf16 throughout and 2.76 s in fp32 throughout (2-core
+    Xeon with AMX, benchmarks/precision.py). Inference keeps bf16: at batch 1 the casts cost more
+    than the kernels save. The weights and state_dict are unchanged. -> how many convolutions."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels]
     for conv in convs:
         conv.forward = types.MethodType(_depthwise_forward, conv)
