@@ -95,7 +95,7 @@ def main() -> None:
                         help="with --checkpoint (default: auto, as pixelwise predict)")
     parser.add_argument("--profile", default="accurate", choices=("accurate", "fast"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--compare", action="store_true", help="also predict the whole image (subprocess)")
     parser.add_argument("--whole-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
