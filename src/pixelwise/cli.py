@@ -490,6 +490,7 @@ def add_data_parsers(data) -> None:
     add_precision_argument(p)
     p.set_defaults(func=cmd_data_suggest)
 
+
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     """--engine and --profile, shared by evaluate and predict."""
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),

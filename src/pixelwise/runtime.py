@@ -33,7 +33,7 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_fp16() -> bool:
-    """Native fp16 arithmetic (AVX512-FP16/AMX-FP16, e.g. Xeon Sapphire Rapids on): fp16 autocast runs at bf16's speed."""
+    """Native fp16 arithmetic (AVX512-FP16/AMX-FP16, e.g. Xeon Sapphire Rapids on): fp16 autocast runs near bf16's speed."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     except (AttributeError, RuntimeError):
@@ -48,8 +48,9 @@ def resolve_precision(precision: str, device: torch.device, exact: bool = False)
 
     `auto` is bf16 where the hardware has it natively: the fastest, for training and `--profile fast`.
     With `exact` (`--profile accurate`), `auto` must keep the masks of fp32: bf16's 8-bit mantissa flips
-    0.5% of CamVid val pixels (those near a class boundary), fp16's 11 bits 0.06%. So fp16 where it is
-    native (every CUDA GPU; AVX512-FP16 CPUs, where it runs at bf16's speed), else fp32."""
+    about 0.4% of CamVid val pixels (those near a class boundary), fp16's 11 bits 0.04%
+    (benchmarks/engines.py). So fp16 where it is native (every CUDA GPU; AVX512-FP16 CPUs, where it
+    runs about twice as fast as fp32), else fp32."""
     if precision not in PRECISIONS:
         raise PixelwiseError(f"unknown precision {precision!r}; choose " + ", ".join(PRECISIONS))
     if precision == "fp32":

@@ -182,7 +182,8 @@ class OnnxRuntimeEngine(ExportedGraph):
 
     Session options suit a process that shares the CPU with torch: one intra-op thread a physical
     core, all graph optimisations (constant folding, Conv+activation fusion, NCHWc layouts), and no
-    spinning, so ORT's idle threads do not busy-wait while torch resizes the images."""
+    spinning, so ORT's idle threads do not busy-wait while torch resizes the images. It runs the file's
+    own precision, which keeps fp32's masks, so `exact` changes nothing here."""
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
