@@ -93,3 +93,23 @@ def test_fp16_logits_that_overflow_are_computed_again_in_fp32():
     logits = predict_logits(model, images, CPU, torch.float16)
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits, predict_logits(model, images, CPU, None), rtol=0, atol=0)
+
+
+def test_the_trainer_runs_depthwise_convolutions_in_fp32_on_the_cpu(nuclei_root, tmp_path):
+    from pixelwise.config import TrainConfig
+    from pixelwise.training.engine import setup
+
+    logs = []
+    cfg = TrainConfig(data=str(nuclei_root), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(64, 64),
+                      strategy="full", precision="bf16", pretrained=False, device="cpu")
+    run = setup(cfg, log=logs.append)
+    assert run.dtype == torch.bfloat16
+    assert any("bf16 autocast (depthwise convolutions fp32) on cpu" in line for line in logs)
+    depthwise = [m for m in run.model.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels]
+    outputs = []
+    for conv in depthwise:
+        conv.register_forward_hook(lambda module, inputs, output: outputs.append(output.dtype))
+    image, _ = next(iter(run.loader))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        run.model(image.contiguous(memory_format=torch.channels_last))
+    assert len(outputs) == len(depthwise) > 0 and set(outputs) == {torch.float32}
