@@ -8,12 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelwise.config import TrainConfig
 from pixelwise.data.io import FAST_PNG, IMAGE_SUFFIXES, read_image, save_png_atomic, to_rgb_array, write_label_png
 from pixelwise.data.io import overlay as blend_overlay
 from pixelwise.errors import DataError, PixelwiseError
-from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
-from pixelwise.inference.engines import TorchEngine
+from pixelwise.inference.tiling import class_argmax, to_batch
 
 
 class Predictor:
@@ -29,10 +27,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> "Predictor":
-        ckpt = load_checkpoint(path)
-        engine = TorchEngine(model_from_checkpoint(ckpt), device=device, precision=precision,
-                             scale=TrainConfig.from_dict(ckpt["config"]).infer_scale)
-        return cls(engine, ckpt["class_names"], ckpt["palette"], ckpt["ignore_index"])
+        """The checkpoint in eager PyTorch at the accurate profile: `load(path)`."""
+        return load(path, device=device, precision=precision)
 
     @staticmethod
     def as_rgb(image) -> np.ndarray:
@@ -49,13 +45,11 @@ class Predictor:
 
     def logits(self, image) -> torch.Tensor:
         """image: a path, a PIL image or an HxWx3 uint8 array -> (C, H, W) float logits on the CPU."""
-        rgb = self.as_rgb(image)
-        tensor = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float().div_(255)[None]
-        return self.engine.logits(tensor)[0]
+        return self.engine.logits(to_batch([self.as_rgb(image)]))[0]
 
     def predict(self, image) -> np.ndarray:
         """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
-        return self.logits(image).argmax(0).to(torch.uint8).numpy()
+        return class_argmax(self.logits(image))
 
     def predict_proba(self, image) -> np.ndarray:
         """image as for `predict` -> (C, H, W) float32 class probabilities (softmax over classes, summing to 1).

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from pixelwise.checkpoint import class_differences
 from pixelwise.errors import DataError
 from pixelwise.inference.predict import Predictor, load
+from pixelwise.inference.tiling import class_argmax
 from pixelwise.inference.uncertainty import pixel_margin, rank_by_uncertainty
 
 UNSURE_MARGIN = 0.2  # top-1 minus top-2 probability below this: the model hesitates, a person should look
@@ -75,7 +75,7 @@ class Assistant:
                     self._cache.move_to_end(image)
                     return self._cache[image]
                 logits = self.predictor.logits(image)
-                labels = logits.argmax(0).to(torch.uint8).numpy()
+                labels = class_argmax(logits)
                 unsure = (pixel_margin(logits.softmax(0).numpy()) < self.threshold).astype(np.uint8)
                 result = Prediction(labels, unsure, unsure_regions(unsure))
                 self._cache[image] = result
