@@ -10,13 +10,15 @@
    alternated over rounds so the VM's drift hits each alike; medians.
 3. With --checkpoint, on CamVid val at scale 1: the share of pixels whose class equals eager fp32's,
    and the latency, for bf16 and fp16 autocast; then bf16 with one part at a time kept in fp32 (the
-   stem, each encoder block, the head, the decoder), to see whether a single layer causes the flips.
+   stem, each encoder block, the head, the decoder), to see whether a single layer causes the flips;
+   and OpenVINO (where installed) at fp32, bf16 and fp16 on the same images, against its own fp32.
 
 The last line is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import time
@@ -125,18 +127,18 @@ def agreement(checkpoint: Path, every: int) -> dict:
 
     def run(x, dtype):
         with autocast(dtype):
-            return model(x).float().argmax(1)
+            return model(x).float()
 
-    reference = [run(x, None) for x in images]
+    reference = [run(x, None).argmax(1) for x in images]
 
     def measure(dtype) -> tuple[float, float]:
         run(images[0], dtype)
         equal, times = 0, []
         for x, ref in zip(images, reference):
             start = time.perf_counter()
-            got = run(x, dtype)
+            logits = run(x, dtype)  # the network alone is timed, not the argmax
             times.append(time.perf_counter() - start)
-            equal += int((got == ref).sum())
+            equal += int((logits.argmax(1) == ref).sum())
         return round(equal / sum(r.numel() for r in reference), 5), round(1000 * statistics.median(times), 1)
 
     out = {"images": len(images)}
@@ -157,6 +159,30 @@ def agreement(checkpoint: Path, every: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def openvino_precisions(checkpoint: Path, every: int) -> dict:
+    """OpenVINO at each precision hint, scale 1: equal pixels against its own fp32, and latency."""
+    from pixelwise.inference.engines import create_engine
+
+    files = sorted((CAMVID / "val").glob("*.png"))[::every]
+    images = [torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].float() / 255 for f in files]
+    out, reference = {}, None
+    for name in ("fp32", "bf16", "fp16"):
+        engine = create_engine("openvino", checkpoint, precision=name, profile="fast", log=lambda message: None)
+        engine.logits(images[0])
+        labels, times = [], []
+        for x in images:
+            start = time.perf_counter()
+            logits = engine.logits(x)  # the network alone is timed, not the argmax
+            times.append(time.perf_counter() - start)
+            labels.append(logits.argmax(1))
+        reference = reference or labels
+        equal = sum(int((a == b).sum()) for a, b in zip(labels, reference))
+        out[f"openvino_equal_pixels_{name}"] = round(equal / sum(r.numel() for r in reference), 5)
+        out[f"openvino_latency_ms_{name}"] = round(1000 * statistics.median(times), 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="a CamVid checkpoint of the default model")
@@ -171,6 +197,8 @@ def main() -> None:
     print(json.dumps(result), flush=True)
     if args.checkpoint:
         result.update(agreement(args.checkpoint, args.every))
+        if importlib.util.find_spec("openvino"):
+            result.update(openvino_precisions(args.checkpoint, args.every))
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

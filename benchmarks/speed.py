@@ -5,9 +5,10 @@
 
 Timed at 360x480 and 720x960 (height x width), batch 1 and 8:
 - pixelwise's default (FCN-8s / EfficientNet-Lite0) at both profiles (accurate: the checkpoint's
-  inference scale; fast: 1.0) on every engine: torch fp32 and auto (bf16 + channels_last where the
-  CPU has native bf16), and with --checkpoint its exported .onnx in ONNX Runtime and OpenVINO, fp32
-  and int8;
+  inference scale; fast: 1.0) on every engine: torch fp32, and bf16 and fp16 + channels_last where
+  the CPU has them natively; with --checkpoint its exported .onnx in ONNX Runtime (fp32, int8) and
+  OpenVINO (fp32, bf16 where native, int8). Targets and the quality plot place each profile at what
+  `pixelwise predict` runs by default (`default_setting`);
 - every other model and backbone of the zoo, at torch bf16;
 - torchvision and segmentation_models_pytorch peers at their default (fp32) and at their best CPU
   settings (channels_last + bf16; ONNX Runtime).

@@ -37,7 +37,7 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
-from pixelwise.runtime import inference_setup, predict_logits, resolve_device
+from pixelwise.runtime import PRECISIONS, inference_setup, predict_logits, resolve_device
 
 ENGINES = ("torch", "onnxruntime", "openvino")
 
@@ -231,8 +231,9 @@ class OpenVinoEngine(ExportedGraph):
     """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
 
     Precision: `auto` lets OpenVINO use bf16 where the CPU has it natively (AMX, AVX512-BF16), unless
-    `exact` (`--profile accurate`), which runs fp32: bf16 flips 0.5% of the pixels, and OpenVINO's fp16
-    is slower than its fp32 on the CPUs measured. int8 .onnx files (QDQ) run in int8 either way."""
+    `exact` (`--profile accurate`), which runs fp32: bf16 flips 0.4% of the pixels, and OpenVINO's fp16
+    was slower than its fp32 on the 2-core Xeon with AMX (benchmarks/precision.py). int8 .onnx files
+    (QDQ) run in int8 either way."""
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
@@ -242,8 +243,8 @@ class OpenVinoEngine(ExportedGraph):
         if device == "cuda":
             raise PixelwiseError("--engine openvino runs on the CPU here; use --device cpu or auto, or --engine "
                                  "onnxruntime/torch for an NVIDIA GPU")
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise PixelwiseError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+        if precision not in PRECISIONS:
+            raise PixelwiseError(f"unknown precision {precision!r}; choose " + ", ".join(PRECISIONS))
         if precision == "auto" and exact:
             precision = "fp32"
         self.meta = read_metadata(self.path)
