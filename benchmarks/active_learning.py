@@ -34,8 +34,8 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.inference.predict import load
 from pixelwise.data.duplicates import perceptual_hash
 from pixelwise.data.io import read_image, read_mask
-from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order,
-                                             rank_by_uncertainty, spread_out, typical_order)
+from pixelwise.inference.uncertainty import (balanced_order, class_layout, class_uncertainty, diverse_order, kmeans,
+                                             pixel_entropy, rank_by_uncertainty, spread_out, typical_order)
 
 
 def subset(full: Path, names: list[str], root: Path, held_out: list[str] | None = None) -> Path:
@@ -87,6 +87,83 @@ def held_out_blocks(names: list[str], share: float) -> list[str]:
     return held
 
 
+def pick(arm: str, checkpoint: Path, pool: list[Path], labelled: list[Path], count: int, seed: int,
+         args) -> list[Path]:
+    """The images `arm` labels next: the first `count` of its order over `pool`, from the probabilities
+    of `checkpoint`'s model. `labelled`: the images that already have masks."""
+    predictor = load(checkpoint)
+    probabilities = {p: predictor.predict_proba(p) for p in pool}
+    ranked = rank_by_uncertainty(probabilities.__getitem__, probabilities, args.measure)
+    first = next(iter(probabilities.values()))
+    labelled_pixels = sum(np.bincount(read_mask(p.parent.with_name(p.parent.name + "annot") / p.name).ravel(),
+                                      minlength=256)[:len(first)] for p in labelled)
+    entropy = {p: score["entropy"] for p, score in ranked}
+    layouts = {p: class_layout(q) for p, q in probabilities.items()}
+    pickers = {
+        "uncertainty": lambda: [p for p, _ in ranked],
+        "disagreement": lambda: committee_order(checkpoint, pool, args.committee, seed),
+        "stratified": lambda: stratified_order(ranked, encoder_embeddings(checkpoint, pool), count, args.strata,
+                                               {p: perceptual_hash(read_image(p)) for p in pool}, args.spread, seed),
+        "balanced": lambda: balanced_order({p: class_uncertainty(q) for p, q in probabilities.items()},
+                                           labelled_pixels),
+        "diverse": lambda: diverse_order(entropy, layouts, groups=count, seed=seed),
+        "diverse_features": lambda: diverse_order(  # grouping by encoder features instead of class layout
+            entropy, encoder_embeddings(checkpoint, list(probabilities)), groups=count, seed=seed),
+        "typical": lambda: typical_order(layouts, groups=count, seed=seed, labelled=[
+            class_layout(predictor.predict_proba(p)) for p in labelled]),
+        "spread": lambda: [p for p, _ in spread_out(ranked, {p: perceptual_hash(read_image(p)) for p in entropy},
+                                                    args.spread)],
+    }
+    return pickers[arm]()[:count]
+
+
+def stratified_order(ranked: list[tuple[Path, dict[str, float]]], features: dict[Path, np.ndarray], count: int,
+                     strata: int, hashes: dict[Path, int], spread: int, seed: int) -> list[Path]:
+    """`count` images: the pool falls into `strata` kinds of scene (k-means on encoder features), each
+    kind gets picks in proportion to its size, as random picks would in expectation, and within a kind
+    the most uncertain go first (near-identical frames waiting, `spread_out`). Uncertainty alone
+    crowds into the hardest kind of scene (on CamVid, the dusk sequence)."""
+    paths = [p for p, _ in ranked]
+    groups = kmeans(np.stack([features[p] for p in paths]), strata, seed)
+    sizes = np.bincount(groups, minlength=strata)
+    quota = np.floor(sizes * count / len(paths)).astype(int)
+    for g in np.argsort(-(sizes * count / len(paths) - quota), kind="stable")[: count - quota.sum()]:
+        quota[g] += 1  # largest remainders
+    chosen = []
+    for g in range(strata):
+        members = [item for item, group in zip(ranked, groups) if group == g]  # still most uncertain first
+        chosen += [p for p, _ in spread_out(members, hashes, spread)[: quota[g]]]
+    return chosen
+
+
+def committee_order(checkpoint: Path, pool: list[Path], size: int, seed: int) -> list[Path]:
+    """`pool`, most disagreed on first: the mean per-pixel mutual information of `checkpoint`'s model and
+    `size` - 1 others trained on the same images from other seeds (base_1, base_2, ... beside it)."""
+    members = [checkpoint] + [committee_member(checkpoint, k, seed) for k in range(1, size)]
+    predictors = [load(m) for m in members]
+    score = {p: float(pixel_disagreement([q.predict_proba(p) for q in predictors]).mean()) for p in pool}
+    return sorted(pool, key=lambda p: (-score[p], p.name))
+
+
+def pixel_disagreement(probas: list[np.ndarray]) -> np.ndarray:
+    """[(C, H, W) probabilities of each model of a committee] -> (H, W) mutual information in nats: the
+    entropy of their mean minus the mean of their entropies (BALD: Houlsby et al. 2011). 0 where the
+    models agree however unsure each is (a blurred edge: noise no label removes); log 2 where two
+    models are sure of different classes."""
+    mean = np.mean(probas, axis=0)
+    return np.maximum(pixel_entropy(mean) - np.mean([pixel_entropy(q) for q in probas], axis=0), 0.0)
+
+
+def committee_member(checkpoint: Path, k: int, seed: int) -> Path:
+    """The k-th other model trained like `checkpoint` (same data folder, epochs, strategy), seed + 1000 k."""
+    run = checkpoint.parent.with_name(f"{checkpoint.parent.name}_{k}")
+    if not (run / "best.pt").is_file():
+        state = load_checkpoint(checkpoint)
+        config = state["config"]
+        fine_tune(Path(config["data"]), run, config["epochs"], config.get("init_from"), seed + 1000 * k)
+    return run / "best.pt"
+
+
 def fine_tune(data: Path, out: Path, epochs: int, init_from: Path | None, seed: int) -> float:
     # last-k is what --strategy auto picks for CamVid-like data; pinned so no arm pays for the advisor
     summary = train(data, out=out, epochs=epochs, strategy="last-k", val_every=1000, seed=seed,
@@ -104,12 +181,19 @@ def main() -> None:
     parser.add_argument("--measure", default="entropy", choices=("entropy", "margin"))
     parser.add_argument("--spread", type=int, default=16, help="perceptual-hash bits between chosen images")
     parser.add_argument("--arms", default="uncertainty,balanced,random",
-                        help="comma-separated, of uncertainty, balanced, diverse, diverse_features, typical, spread, "
-                        "random")
+                        help="comma-separated, of uncertainty, disagreement, balanced, diverse, diverse_features, typical, "
+                        "spread, random; random2, random3, ... are other random draws (the spread of chance)")
     parser.add_argument("--eval", default="val", choices=("val", "heldout"),
                         help="score on CamVid's val split, or on a middle block of each train sequence "
                         "(--held-out-share of its frames), left out of the pool")
     parser.add_argument("--held-out-share", type=float, default=0.15)
+    parser.add_argument("--strata", type=int, default=8, help="kinds of scene for --arms stratified")
+    parser.add_argument("--committee", type=int, default=3,
+                        help="models (the base and others from other seeds) whose disagreement ranks the pool")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="pick the --add images in this many rounds, fine-tuning on the labels so far "
+                        "between rounds (the app's label, retrain, next loop); random picks need no rounds")
+    parser.add_argument("--round-epochs", type=int, default=20, help="epochs of each fine-tuning between rounds")
     parser.add_argument("--reuse-base", action="store_true",
                         help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
@@ -137,32 +221,34 @@ def main() -> None:
             base = fine_tune(subset(full, initial, out / f"seed{seed}" / "data_base", held_out), base_dir,
                              args.base_epochs, None, seed)
 
-        predictor = load(base_dir / "best.pt")
-        probabilities = {full / "train" / n: predictor.predict_proba(full / "train" / n) for n in pool}
-        ranked = rank_by_uncertainty(probabilities.__getitem__, probabilities, args.measure)
-        labelled = sum(np.bincount(read_mask(full / "trainannot" / n).ravel(), minlength=256)[:len(probabilities[
-            ranked[0][0]])] for n in initial)
-        entropy = {p: score["entropy"] for p, score in ranked}
-        layouts = {p: class_layout(q) for p, q in probabilities.items()}
-        pickers = {  # each arm's 40 picks, computed only for the arms asked for
-            "uncertainty": lambda: [p for p, _ in ranked],
-            "balanced": lambda: balanced_order({p: class_uncertainty(q) for p, q in probabilities.items()}, labelled),
-            "diverse": lambda: diverse_order(entropy, layouts, groups=args.add, seed=seed),
-            "diverse_features": lambda: diverse_order(  # grouping by encoder features instead of class layout
-                entropy, encoder_embeddings(base_dir / "best.pt", list(probabilities)), groups=args.add, seed=seed),
-            "typical": lambda: typical_order(layouts, groups=args.add, seed=seed, labelled=[
-                class_layout(predictor.predict_proba(full / "train" / n)) for n in initial]),
-            "spread": lambda: [p for p, _ in spread_out(ranked, {p: perceptual_hash(read_image(p)) for p in entropy},
-                                                        args.spread)],
-            "random": lambda: [full / "train" / pool[i] for i in rng.choice(len(pool), args.add, replace=False)],
-        }
-        chosen = {arm: [p.name for p in pickers[arm]()[: args.add]] for arm in args.arms}
-        probabilities.clear()  # 600 MB at CamVid's size, not needed while the arms train
+        initial_paths = [full / "train" / n for n in initial]
+        random_picks = [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]
+        chosen = {}
+        for arm in args.arms:
+            if arm == "random":
+                chosen[arm] = random_picks
+                continue
+            if arm.startswith("random"):  # random2, random3, ...: other draws, to see how far chance alone moves
+                draw = np.random.default_rng([seed, int(arm[len("random"):])])
+                chosen[arm] = [pool[i] for i in draw.choice(len(pool), args.add, replace=False)]
+                continue
+            picked, model = [], base_dir / "best.pt"
+            for r in range(args.rounds):  # label a share, retrain on all labels so far, rank again
+                count = args.add * (r + 1) // args.rounds - len(picked)
+                left = [full / "train" / n for n in pool if n not in set(picked)]
+                picked += [p.name for p in pick(arm, model, left, initial_paths + [
+                    full / "train" / n for n in picked], count, seed, args)[:count]]
+                if r + 1 < args.rounds:
+                    model = out / f"seed{seed}" / f"{arm}_{args.rounds}rounds_{r + 1}"
+                    fine_tune(subset(full, initial + picked, model.with_name("data_" + model.name),
+                                     held_out), model, args.round_epochs, base_dir / "best.pt", seed)
+                    model = model / "best.pt"
+            chosen[arm] = picked
         row = {"seed": seed, "base": round(base, 4)}
         for arm in args.arms:
-            extra = chosen[arm]
-            data = subset(full, initial + extra, out / f"seed{seed}" / f"data_{arm}", held_out)
-            row[arm] = round(fine_tune(data, out / f"seed{seed}" / arm, args.epochs, base_dir / "best.pt", seed), 4)
+            name = arm if arm.startswith("random") or args.rounds == 1 else f"{arm}_{args.rounds}rounds"
+            data = subset(full, initial + chosen[arm], out / f"seed{seed}" / f"data_{name}", held_out)
+            row[arm] = round(fine_tune(data, out / f"seed{seed}" / name, args.epochs, base_dir / "best.pt", seed), 4)
         for arm in args.arms:
             if arm != "random" and "random" in row:
                 row[f"gain_{arm}"] = round(row[arm] - row["random"], 4)
@@ -174,7 +260,9 @@ def main() -> None:
         f"pool {len(names) - args.initial}")
     result = {"machine": machine(), "scored_on": scored_on,
               "setting": f"CamVid 240x180, {args.initial} labelled + {args.add}, "
-              f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}",
+              f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}"
+              + (f", picked in {args.rounds} rounds with {args.round_epochs} epochs of fine-tuning between"
+                 if args.rounds > 1 else ""),
               "seeds": rows}
     for arm in args.arms:
         result[f"mean_{arm}"] = round(statistics.mean(r[arm] for r in rows), 4)
