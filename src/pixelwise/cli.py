@@ -467,9 +467,9 @@ def add_data_parsers(data) -> None:
                         description="Score every image without a mask by the model's mean per-pixel entropy "
                         "and top-2 margin, and write them in the order to label them, one path a line. The "
                         "default (diverse) takes the most uncertain image of each kind of scene before a second "
-                        "of any. Measured on CamVid it beat plain uncertainty by 2.3 points of mean IoU; random picks "
-                        "were 0.2 points better on val and 1.5 on held-out frames (README). Example: pixelwise data suggest --checkpoint "
-                        "runs/mine/best.pt data/mine")
+                        "of any. Measured on CamVid it beat plain uncertainty by 2.2 points of mean IoU and came level "
+                        "with random picks (README). Example: pixelwise data suggest --checkpoint runs/mine/best.pt "
+                        "data/mine")
     p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     # the default is uncertainty.DEFAULT_MEASURE, spelled out so building the parser imports nothing
