@@ -12,9 +12,9 @@ import torch
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference import engines
-from pixelwise.inference.engines import (OnnxRuntimeEngine, OpenVinoEngine, TorchEngine, create_engine,
-                                         evaluate_engine, fastest_engine, physical_cores, predictor_from,
-                                         profile_scale, read_metadata)
+from pixelwise.inference.engines import (STATIC_COMPILES, OnnxRuntimeEngine, OpenVinoEngine, TorchEngine,
+                                         create_engine, evaluate_engine, fastest_engine, physical_cores,
+                                         predictor_from, profile_scale, read_metadata)
 from pixelwise.runtime import predict_logits
 
 from test_export import CLASSES, PALETTE, write_checkpoint
@@ -108,6 +108,27 @@ def test_openvino_gives_onnxruntimes_logits(beside):
     assert isinstance(openvino, OpenVinoEngine) and openvino.meta == engine.meta
     for batch in (images(), images(1, 64, 96, seed=1)):
         torch.testing.assert_close(openvino.logits(batch), engine.logits(batch), atol=1e-4, rtol=0)
+
+
+def test_openvino_compiles_a_shape_seen_twice_keeps_four_and_stops_after_sixteen(beside, monkeypatch):
+    pytest.importorskip("openvino", reason="openvino is an optional extra: pip install 'pixelwise[openvino]'")
+    folder, _, engine, _ = beside
+    openvino = create_engine("openvino", folder / "model.onnx", precision="fp32")
+    batch = images(1, 40, 56)
+    first = openvino.run(batch)  # seen once: the dynamic graph
+    assert list(openvino._static) == []
+    second = openvino.run(batch)  # seen twice: its own graph, the same logits
+    assert list(openvino._static) == [(1, 3, 40, 56)] and openvino.compiled_for((1, 3, 40, 56)) is not openvino.compiled
+    torch.testing.assert_close(second, first, atol=1e-5, rtol=0)
+    torch.testing.assert_close(openvino.run(images(1, 40, 56, seed=3)), engine.run(images(1, 40, 56, seed=3)),
+                               atol=1e-4, rtol=0)
+    for height in range(41, 46):  # five more shapes, each run twice: the four most recent stay
+        openvino.run(images(1, height, 56)), openvino.run(images(1, height, 56))
+    assert list(openvino._static) == [(1, 3, h, 56) for h in range(42, 46)] and openvino._compiles == 6
+    monkeypatch.setattr(openvino, "_compiles", STATIC_COMPILES)  # sizes that keep changing: no more compiles
+    for _ in range(2):
+        torch.testing.assert_close(openvino.run(images(1, 47, 56)), engine.run(images(1, 47, 56)), atol=1e-4, rtol=0)
+    assert (1, 3, 47, 56) not in openvino._static and openvino.compiled_for((1, 3, 47, 56)) is openvino.compiled
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])

