@@ -299,6 +299,8 @@ class OpenVinoEngine(ExportedGraph):
         requests = self._requests.__dict__.setdefault("by_graph", {})
         if key not in requests or requests[key][0] is not compiled:
             requests[key] = (compiled, compiled.create_infer_request())
+            if key is not None:  # the dynamic graph's request holds buffers for its last shape: free them
+                requests.pop(None, None)
         # The input is read in place; the result lives in the request's buffer, which the next call
         # overwrites: copy it out, once.
         result = requests[key][1].infer({0: network_input(images)}, share_inputs=True, share_outputs=True)
