@@ -109,7 +109,7 @@ def pick(arm: str, checkpoint: Path, pool: list[Path], labelled: list[Path], cou
     layouts = {p: class_layout(q) for p, q in probabilities.items()}
     pickers = {
         "uncertainty": lambda: [p for p, _ in ranked],
-        "disagreement": lambda: committee_order(checkpoint, pool, args.committee, seed),
+        "disagreement": lambda: committee_order(checkpoint, probabilities, args.committee, seed),
         "stratified": lambda: stratified_order(ranked, encoder_embeddings(checkpoint, pool), count, args.strata,
                                                {p: perceptual_hash(read_image(p)) for p in pool}, args.spread, seed),
         "balanced": lambda: balanced_order({p: class_uncertainty(q) for p, q in probabilities.items()},
@@ -144,13 +144,14 @@ def stratified_order(ranked: list[tuple[Path, dict[str, float]]], features: dict
     return chosen
 
 
-def committee_order(checkpoint: Path, pool: list[Path], size: int, seed: int) -> list[Path]:
-    """`pool`, most disagreed on first: the mean per-pixel mutual information of `checkpoint`'s model and
-    `size` - 1 others trained on the same images from other seeds (base_1, base_2, ... beside it)."""
-    members = [checkpoint] + [committee_member(checkpoint, k, seed) for k in range(1, size)]
-    predictors = [load(m) for m in members]
-    score = {p: float(pixel_disagreement([q.predict_proba(p) for q in predictors]).mean()) for p in pool}
-    return sorted(pool, key=lambda p: (-score[p], p.name))
+def committee_order(checkpoint: Path, probabilities: dict[Path, np.ndarray], size: int, seed: int) -> list[Path]:
+    """The pool (`probabilities`: image -> `checkpoint`'s model's), most disagreed on first: the mean
+    per-pixel mutual information of that model and `size` - 1 others trained on the same images from
+    other seeds (base_1, base_2, ... beside it)."""
+    others = [load(committee_member(checkpoint, k, seed)) for k in range(1, size)]
+    score = {p: float(pixel_disagreement([q] + [o.predict_proba(p) for o in others]).mean())
+             for p, q in probabilities.items()}
+    return sorted(probabilities, key=lambda p: (-score[p], p.name))
 
 
 def pixel_disagreement(probas: list[np.ndarray]) -> np.ndarray:
@@ -243,9 +244,10 @@ def main() -> None:
             picked, model = [], base_dir / "best.pt"
             for r in range(args.rounds):  # label a share, retrain on all labels so far, rank again
                 count = args.add * (r + 1) // args.rounds - len(picked)
-                left = [full / "train" / n for n in pool if n not in set(picked)]
+                taken = set(picked)
+                left = [full / "train" / n for n in pool if n not in taken]
                 picked += [p.name for p in pick(arm, model, left, initial_paths + [
-                    full / "train" / n for n in picked], count, seed, args)[:count]]
+                    full / "train" / n for n in picked], count, seed, args)]
                 if r + 1 < args.rounds:
                     model = out / f"seed{seed}" / f"{arm}_{args.rounds}rounds_{r + 1}"
                     fine_tune(subset(full, initial + picked, model.with_name("data_" + model.name),

@@ -125,6 +125,7 @@ def test_openvino_compiles_a_shape_seen_twice_keeps_four_and_stops_after_sixteen
     for height in range(41, 46):  # five more shapes, each run twice: the four most recent stay
         openvino.run(images(1, height, 56)), openvino.run(images(1, height, 56))
     assert list(openvino._static) == [(1, 3, h, 56) for h in range(42, 46)] and openvino._compiles == 6
+    assert set(openvino._requests.by_graph) == set(openvino._static)  # no request keeps an evicted graph alive
     monkeypatch.setattr(openvino, "_compiles", STATIC_COMPILES)  # sizes that keep changing: no more compiles
     for _ in range(2):
         torch.testing.assert_close(openvino.run(images(1, 47, 56)), engine.run(images(1, 47, 56)), atol=1e-4, rtol=0)

@@ -280,7 +280,9 @@ class OpenVinoEngine(ExportedGraph):
             if shape in self._static:
                 self._static.move_to_end(shape)
                 return self._static[shape]
-            if shape not in self._seen or self._compiles >= STATIC_COMPILES:
+            if self._compiles >= STATIC_COMPILES:
+                return self.compiled
+            if shape not in self._seen:
                 self._seen.add(shape)
                 return self.compiled
             model = self._core.read_model(str(self.path))
@@ -296,11 +298,12 @@ class OpenVinoEngine(ExportedGraph):
         shape = tuple(images.shape)
         compiled = self.compiled_for(shape)
         key = None if compiled is self.compiled else shape  # the dynamic graph: one request for every shape
-        requests = self._requests.__dict__.setdefault("by_graph", {})
+        requests = self._requests.__dict__.setdefault("by_graph", {})  # key -> (graph, its infer request)
         if key not in requests or requests[key][0] is not compiled:
+            # A request holds its graph and buffers for its shape: keep only those of graphs still cached
+            # (the dynamic one's buffers go too, until an odd shape needs it again).
+            requests = self._requests.by_graph = {k: v for k, v in requests.items() if v[0] is self._static.get(k)}
             requests[key] = (compiled, compiled.create_infer_request())
-            if key is not None:  # the dynamic graph's request holds buffers for its last shape: free them
-                requests.pop(None, None)
         # The input is read in place; the result lives in the request's buffer, which the next call
         # overwrites: copy it out, once.
         result = requests[key][1].infer({0: network_input(images)}, share_inputs=True, share_outputs=True)
