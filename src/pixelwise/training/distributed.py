@@ -85,6 +85,15 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: Dist) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(model: torch.nn.Module, ctx: Dist) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank, in place. DDP sends them before each training
+    forward, but each rank's last forward then updates its own copy from its own batch: without this, the
+    ranks would score their shares of val with statistics that differ from the ones rank 0 saves."""
+    if ctx.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def any_rank(flag: bool, ctx: Dist) -> bool:
     """True on every rank if it is true on any (a NaN on one rank stops them all)."""
     if not ctx.enabled:

@@ -127,6 +127,7 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
     """Confusion matrix over `dataset` at full resolution, the way `pixelwise evaluate` scores it. With
     several ranks each scores every world-th image and the matrices are summed: the metrics are exact."""
     model.eval()
+    distributed.broadcast_buffers(model, ctx)
     matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     evaluate_engine(_OnDevice(model, device, dtype, scale), dataset, matrix, batch_size, desc,
                     indices=range(ctx.rank, len(dataset), ctx.world), progress=ctx.main)
