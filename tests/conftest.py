@@ -1,3 +1,5 @@
+import platform
+
 import pytest
 
 from pairs import write_pair
@@ -18,3 +20,27 @@ def nuclei_root():
     from pixelwise.demo import sample_root
 
     return sample_root()
+
+
+def cpu_model() -> str:
+    """lscpu's model name: the suite's timings and precision branches depend on it."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pytest_report_header(config):
+    from pixelwise import runtime
+
+    native = runtime.native_cpu_precisions()
+    forced = " (forced by " + runtime.NATIVE_PRECISIONS_ENV + ")" if runtime.os.environ.get(
+        runtime.NATIVE_PRECISIONS_ENV, "").strip() else ""
+    taken = {"bf16": "bf16 autocast" if "bf16" in native else "fp32",
+             "fp16": "fp16" if "fp16" in native else "fp32"}
+    return (f"CPU: {cpu_model()}; native {', '.join(sorted(native)) or 'neither bf16 nor fp16'}{forced}: "
+            f"training and --profile fast take {taken['bf16']}, --profile accurate takes {taken['fp16']}; "
+            "tests that force the other side set " + runtime.NATIVE_PRECISIONS_ENV)

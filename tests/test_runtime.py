@@ -27,6 +27,20 @@ def test_auto_precision_follows_the_profile_and_the_hardware(monkeypatch, bf16, 
     assert resolve_precision("auto", CPU, exact=exact) == expected
 
 
+@pytest.mark.parametrize("forced, native", [("bf16", {"bf16"}), ("bf16, FP16", {"bf16", "fp16"}), ("none", set())])
+def test_the_environment_forces_the_cpus_native_precisions_in_every_process(monkeypatch, forced, native):
+    monkeypatch.setenv(runtime.NATIVE_PRECISIONS_ENV, forced)
+    assert runtime.native_cpu_precisions() == native
+    assert (runtime.cpu_has_bf16(), runtime.cpu_has_fp16()) == ("bf16" in native, "fp16" in native)
+    assert resolve_precision("auto", CPU) == (torch.bfloat16 if "bf16" in native else None)
+
+
+def test_a_misspelt_forced_precision_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(runtime.NATIVE_PRECISIONS_ENV, "bf16,int8")
+    with pytest.raises(PixelwiseError, match="PIXELWISE_NATIVE_PRECISIONS='bf16,int8': use a comma-separated subset"):
+        runtime.native_cpu_precisions()
+
+
 def test_an_explicit_precision_is_kept_and_an_unknown_one_refused():
     assert resolve_precision("fp32", CPU, exact=True) is None
     assert resolve_precision("fp16", CPU) == torch.float16
@@ -113,3 +127,18 @@ def test_the_trainer_runs_depthwise_convolutions_in_fp32_on_the_cpu(nuclei_root,
     with torch.autocast("cpu", dtype=torch.bfloat16):
         run.model(image.contiguous(memory_format=torch.channels_last))
     assert len(outputs) == len(depthwise) > 0 and set(outputs) == {torch.float32}
+
+
+@pytest.mark.parametrize("forced, dtype, line", [("bf16", torch.bfloat16, "bf16 autocast (depthwise convolutions fp32) on cpu"),
+                                                 ("none", None, "fp32 on cpu")])
+def test_the_trainer_takes_each_side_of_the_cpus_precision_choice_when_forced(nuclei_root, tmp_path, monkeypatch,
+                                                                              forced, dtype, line):
+    from pixelwise.config import TrainConfig
+    from pixelwise.training.engine import setup
+
+    monkeypatch.setenv(runtime.NATIVE_PRECISIONS_ENV, forced)
+    logs = []
+    cfg = TrainConfig(data=str(nuclei_root), out=str(tmp_path / "run"), epochs=1, batch_size=4, crop_size=(64, 64),
+                      strategy="full", precision="auto", pretrained=False, device="cpu")
+    run = setup(cfg, log=logs.append)
+    assert run.dtype == dtype and any(line in entry for entry in logs), logs

@@ -5,6 +5,7 @@ Shared by training and inference, so a predictor needs nothing from the trainer.
 from __future__ import annotations
 
 import contextlib
+import os
 import types
 
 import torch
@@ -24,20 +25,40 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# Overrides the CPU's detected native precisions: a comma-separated subset of bf16,fp16, or "none" (unset or
+# empty: detect). Tests set
+# it to run each side of every precision choice on any machine, child processes included; a user can set it
+# where detection is wrong (a hypervisor that hides a CPU flag).
+NATIVE_PRECISIONS_ENV = "PIXELWISE_NATIVE_PRECISIONS"
+
+
+def native_cpu_precisions() -> frozenset[str]:
+    """The reduced precisions this CPU computes natively, as a subset of {"bf16", "fp16"}."""
+    forced = os.environ.get(NATIVE_PRECISIONS_ENV, "").strip()
+    if forced:
+        names = {n.strip() for n in forced.lower().split(",") if n.strip()} - {"none"}
+        if not names <= {"bf16", "fp16"}:
+            raise PixelwiseError(f"{NATIVE_PRECISIONS_ENV}={forced!r}: use a comma-separated subset of "
+                                 "bf16,fp16, or none")
+        return frozenset(names)
+    found = set()
+    for name, probe in (("bf16", "_is_mkldnn_bf16_supported"), ("fp16", "_is_mkldnn_fp16_supported")):
+        try:
+            if getattr(torch.ops.mkldnn, probe)():
+                found.add(name)
+        except (AttributeError, RuntimeError):
+            pass
+    return frozenset(found)
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 matmuls (AVX512-BF16/AMX). Without them bf16 autocast is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return "bf16" in native_cpu_precisions()
 
 
 def cpu_has_fp16() -> bool:
     """Native fp16 arithmetic (AVX512-FP16/AMX-FP16, e.g. Xeon Sapphire Rapids on): fp16 autocast runs near bf16's speed."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return "fp16" in native_cpu_precisions()
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

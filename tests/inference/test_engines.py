@@ -220,6 +220,11 @@ def test_auto_precision_keeps_fp32_masks_when_accurate_and_takes_bf16_when_fast(
     if importlib.util.find_spec("openvino"):
         hint = create_engine("openvino", folder / "model.onnx").compiled.get_property("INFERENCE_PRECISION_HINT")
         assert str(hint) in ("<Type: 'float32'>", "f32")
+        # fast asks OpenVINO for bf16 exactly where torch would take it (a CPU without it runs f32 anyway)
+        for bf16, fast_precision, hint in ((True, "bf16", "bf16"), (False, "fp32", "f32")):
+            monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: bf16)
+            fast = create_engine("openvino", folder / "model.onnx", profile="fast")
+            assert (fast.precision, fast._config["INFERENCE_PRECISION_HINT"]) == (fast_precision, hint)
     with pytest.raises(PixelwiseError, match="use --precision auto or fp32, or --engine torch or openvino for fp16"):
         create_engine("onnxruntime", folder / "model.onnx", precision="fp16")
 

@@ -38,6 +38,7 @@ from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
+from pixelwise import runtime
 from pixelwise.runtime import PRECISIONS, inference_setup, predict_logits, resolve_device
 
 ENGINES = ("torch", "onnxruntime", "openvino")
@@ -233,7 +234,7 @@ def ort_providers(ort, device: str) -> list[str]:
 class OpenVinoEngine(ExportedGraph):
     """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
 
-    Precision: `auto` lets OpenVINO use bf16 where the CPU has it natively (AMX, AVX512-BF16), unless
+    Precision: `auto` is bf16 where the CPU has it natively (AMX, AVX512-BF16, as OpenVINO itself would pick), unless
     `exact` (`--profile accurate`), which runs fp32: bf16 flips 0.4% of the pixels, and OpenVINO's fp16
     was slower than its fp32 on the 2-core Xeon with AMX (benchmarks/precision.py). int8 .onnx files
     (QDQ) run in int8 either way."""
@@ -248,15 +249,15 @@ class OpenVinoEngine(ExportedGraph):
                                  "onnxruntime/torch for an NVIDIA GPU")
         if precision not in PRECISIONS:
             raise PixelwiseError(f"unknown precision {precision!r}; choose " + ", ".join(PRECISIONS))
-        if precision == "auto" and exact:
-            precision = "fp32"
+        if precision == "auto":  # decided here, as for torch, not left to OpenVINO: tests can force each side
+            precision = "bf16" if not exact and runtime.cpu_has_bf16() else "fp32"
+        self.precision = precision
         self.meta = read_metadata(self.path)
         self.streams = check_streams(streams)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or physical_cores()}
         if self.streams > 1:  # OpenVINO splits the threads into streams; each infer request runs on one
             config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
-        if precision != "auto":
-            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
+        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
         self._core, self._config = ov.Core(), config
         try:
             self.compiled = self._core.compile_model(self._core.read_model(str(self.path)), "CPU", config)
