@@ -17,6 +17,8 @@ from pixelwise.inference.engines import (STATIC_COMPILES, OnnxRuntimeEngine, Ope
                                          predictor_from, profile_scale, read_metadata)
 from pixelwise.runtime import predict_logits
 
+from tolerances import assert_same_classes_where_decided, network_atol
+
 from test_export import CLASSES, PALETTE, write_checkpoint
 
 
@@ -62,8 +64,9 @@ def test_onnxruntime_gives_the_eager_fp32_logits_with_the_inference_scale_applie
     expected = predict_logits(model, batch, torch.device("cpu"), None, scale=1.5)
     got = engine.logits(batch)
     assert got.shape == (2, 3, 45, 61) and got.dtype == torch.float32
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
-    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    torch.testing.assert_close(got, expected, atol=network_atol(expected), rtol=0)
+    for labels, reference in zip(got.argmax(1), expected):
+        assert_same_classes_where_decided(labels, reference, network_atol(expected))
     # without the 1.5x resize the logits would differ: the scale really is applied
     assert (predict_logits(model, batch, torch.device("cpu"), None, scale=1.0) - got).abs().max() > 1e-2
 
@@ -107,7 +110,8 @@ def test_openvino_gives_onnxruntimes_logits(beside):
     openvino = create_engine("openvino", folder / "model.onnx", precision="fp32")
     assert isinstance(openvino, OpenVinoEngine) and openvino.meta == engine.meta
     for batch in (images(), images(1, 64, 96, seed=1)):
-        torch.testing.assert_close(openvino.logits(batch), engine.logits(batch), atol=1e-4, rtol=0)
+        expected = engine.logits(batch)
+        torch.testing.assert_close(openvino.logits(batch), expected, atol=network_atol(expected), rtol=0)
 
 
 def test_openvino_compiles_a_shape_seen_twice_keeps_four_and_stops_after_sixteen(beside, monkeypatch):
@@ -119,16 +123,17 @@ def test_openvino_compiles_a_shape_seen_twice_keeps_four_and_stops_after_sixteen
     assert list(openvino._static) == []
     second = openvino.run(batch)  # seen twice: its own graph, the same logits
     assert list(openvino._static) == [(1, 3, 40, 56)] and openvino.compiled_for((1, 3, 40, 56)) is not openvino.compiled
-    torch.testing.assert_close(second, first, atol=1e-5, rtol=0)
-    torch.testing.assert_close(openvino.run(images(1, 40, 56, seed=3)), engine.run(images(1, 40, 56, seed=3)),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(second, first, atol=network_atol(first), rtol=0)
+    expected = engine.run(images(1, 40, 56, seed=3))
+    torch.testing.assert_close(openvino.run(images(1, 40, 56, seed=3)), expected, atol=network_atol(expected), rtol=0)
     for height in range(41, 46):  # five more shapes, each run twice: the four most recent stay
         openvino.run(images(1, height, 56)), openvino.run(images(1, height, 56))
     assert list(openvino._static) == [(1, 3, h, 56) for h in range(42, 46)] and openvino._compiles == 6
     assert set(openvino._requests.by_graph) == set(openvino._static)  # no request keeps an evicted graph alive
     monkeypatch.setattr(openvino, "_compiles", STATIC_COMPILES)  # sizes that keep changing: no more compiles
     for _ in range(2):
-        torch.testing.assert_close(openvino.run(images(1, 47, 56)), engine.run(images(1, 47, 56)), atol=1e-4, rtol=0)
+        expected = engine.run(images(1, 47, 56))
+        torch.testing.assert_close(openvino.run(images(1, 47, 56)), expected, atol=network_atol(expected), rtol=0)
     assert (1, 3, 47, 56) not in openvino._static and openvino.compiled_for((1, 3, 47, 56)) is openvino.compiled
 
 
@@ -144,7 +149,8 @@ def test_an_engine_with_two_streams_serves_two_threads_at_once_with_the_same_log
     with ThreadPoolExecutor(2) as pool:  # each thread has its own request; results never cross
         side_by_side = list(pool.map(two.logits, batches))
     for batch, logits in zip(batches, side_by_side):
-        torch.testing.assert_close(logits, one.logits(batch), atol=1e-5, rtol=0)
+        expected = one.logits(batch)  # one stream has all the cores: its kernels may split the sums otherwise
+        torch.testing.assert_close(logits, expected, atol=network_atol(expected), rtol=0)
     with pytest.raises(PixelwiseError, match="streams must be a whole number of at least 1, got 0"):
         create_engine(name, folder / "model.onnx", streams=0)
 
@@ -205,7 +211,7 @@ def test_the_fast_profile_runs_the_network_at_scale_one_on_every_engine(beside):
         fast = create_engine(name, folder / source, precision="fp32", profile="fast")
         accurate = create_engine(name, folder / source, precision="fp32")
         assert (fast.scale, accurate.scale) == (1.0, 1.5)  # the checkpoint was trained with infer_scale 1.5
-        torch.testing.assert_close(fast.logits(batch), at_one, atol=2e-5, rtol=0)
+        torch.testing.assert_close(fast.logits(batch), at_one, atol=network_atol(at_one), rtol=0)
 
 
 def test_auto_precision_keeps_fp32_masks_when_accurate_and_takes_bf16_when_fast(beside, monkeypatch):

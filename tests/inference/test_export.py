@@ -24,6 +24,8 @@ from pixelwise.models.fcn import FCNDecoder
 from pixelwise.models.registry import create_model
 from pixelwise.models.upsample import Upsample
 
+from tolerances import network_atol
+
 CLASSES = ["background", "cat", "dog"]
 PALETTE = [[0, 0, 0], [200, 10, 10], [10, 200, 10]] + [[7, 7, 7]] * 253
 
@@ -65,7 +67,7 @@ def test_the_graph_equals_the_eager_model_at_odd_sizes_and_multiples_of_32(expor
         expected = model(images).numpy()
     got = session.run(None, {"images": images.numpy()})[0]
     assert got.shape == (2, 3, height, width)
-    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=network_atol(torch.from_numpy(expected)), rtol=0)
     assert np.abs(expected).max() > 0.1  # the comparison would be empty with an all-zero head
 
 
@@ -138,7 +140,8 @@ def test_static_padding_leaves_efficientnet_outputs_unchanged_at_every_size():
         images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(width))
         with torch.no_grad():
             expected, got = model(images), static(images)
-        assert torch.allclose(got, expected, atol=1e-6, rtol=0), (height, width)
+        # the same padded input, but the kernels may differ with the convolution's own padding
+        torch.testing.assert_close(got, expected, atol=network_atol(expected), rtol=0, msg=str((height, width)))
         assert expected.abs().max() > 0.1
 
 

@@ -4,6 +4,8 @@ import torch
 import pixelwise
 from pixelwise.models import weights
 
+from tolerances import dot_product_bound
+
 
 def test_fresh_fcn_predicts_zero_logits_because_score_layers_start_at_zero():
     model = pixelwise.create_model("fcn8s", num_classes=4, pretrained=False).eval()
@@ -32,15 +34,19 @@ def test_vgg16_fc6_as_a_convolution_computes_the_dense_layer():
 
     torch.manual_seed(0)
     encoder = VGGEncoder(pretrained=False)
-    fc6 = torch.nn.Linear(25088, 4096)
-    fc6.weight.data = encoder.fc6.weight.data.flatten(1)
-    fc6.bias.data = encoder.fc6.bias.data
-    pool5 = torch.rand(1, 512, 7, 7)  # exactly one 7x7 window, as the classifier saw at 224x224
+    # in float64, so that rounding (the convolution and the matmul sum the 25088 products in different
+    # orders) is far below any fault, with a bound that follows from the arithmetic
+    fc6 = torch.nn.Linear(25088, 4096).double()
+    fc6.weight.data = encoder.fc6.weight.data.flatten(1).double()
+    fc6.bias.data = encoder.fc6.bias.data.double()
+    pool5 = torch.rand(1, 512, 7, 7, dtype=torch.float64)  # exactly one 7x7 window, as the classifier saw at 224x224
     with torch.no_grad():
-        as_conv = torch.nn.functional.conv2d(pool5, encoder.fc6.weight, encoder.fc6.bias)
+        as_conv = torch.nn.functional.conv2d(pool5, fc6.weight.view_as(encoder.fc6.weight), fc6.bias)
         dense = fc6(pool5.flatten(1))
     assert as_conv.shape == (1, 4096, 1, 1)
-    assert torch.allclose(as_conv.flatten(1), dense, atol=1e-4)
+    bound = dot_product_bound(pool5.flatten(1), fc6.weight)
+    assert ((as_conv.flatten(1) - dense).abs() <= bound).all() and bound.max() < 1e-9
+    assert dense.abs().max() > 0.1  # not an empty comparison
     assert encoder.strides == [2, 4, 8, 16, 32, 32] and encoder.out_channels[-1] == 4096
 
 
