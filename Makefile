@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env browser demo test bench clean
+.PHONY: env browser demo test test-random bench clean
 
 env: $(VENV)/.installed
 
@@ -24,7 +24,13 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed: the browser tests will be skipped"
 
+# A fixed order, so that a red CI run can be repeated exactly; `make test-random` shuffles the order
+# (pytest-randomly prints the seed to repeat it with -p randomly -p "randomly_seed=N") to catch tests
+# that lean on another's leftovers.
 test: env browser
+	$(PY) -m pytest -q -p no:randomly
+
+test-random: env browser
 	$(PY) -m pytest -q
 
 bench: env
