@@ -25,7 +25,7 @@ browser:
 		echo "chromium is not installed: the browser tests will be skipped"
 
 # A fixed order, so that a red CI run can be repeated exactly; `make test-random` shuffles the order
-# (pytest-randomly prints the seed to repeat it with -p randomly -p "randomly_seed=N") to catch tests
+# (pytest-randomly prints the seed; `-p randomly --randomly-seed=N` repeats it) to catch tests
 # that lean on another's leftovers.
 test: env browser
 	$(PY) -m pytest -q -p no:randomly

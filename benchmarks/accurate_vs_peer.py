@@ -19,7 +19,7 @@ import torch
 from common import machine
 from speed import BF16_SETTING, peer_engine
 
-from pixelwise.inference.engines import create_engine
+from pixelwise.inference.selection import create_engine
 
 PEER = "smp Unet mobilenet_v2"
 

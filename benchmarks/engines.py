@@ -28,9 +28,10 @@ from cpu import cpu_model
 from pixelwise.checkpoint import load_checkpoint
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
-from pixelwise.inference.engines import create_engine, evaluate_engine
+from pixelwise.evaluation import evaluate_engine
+from pixelwise.inference.selection import create_engine
 from pixelwise.inference.export import export_onnx
-from pixelwise.training.metrics import ConfusionMatrix
+from pixelwise.evaluation import ConfusionMatrix
 
 # (engine, model file kind, precision asked for): every runtime and precision pixelwise can predict with
 CANDIDATES = (("torch", "checkpoint", "auto"), ("torch", "checkpoint", "bf16"), ("onnxruntime", "fp32", "fp32"),

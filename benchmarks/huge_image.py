@@ -27,7 +27,8 @@ import torch
 from cpu import cpu_model
 
 from pixelwise.data.io import read_image
-from pixelwise.inference.engines import TorchEngine, create_engine
+from pixelwise.inference.selection import create_engine
+from pixelwise.runtime import TorchEngine
 from pixelwise.inference.tiling import class_argmax, image_tiling, predict_tiled, tile_starts, to_batch
 
 

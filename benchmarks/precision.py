@@ -162,7 +162,7 @@ def agreement(checkpoint: Path, every: int) -> dict:
 @torch.no_grad()
 def openvino_precisions(checkpoint: Path, every: int) -> dict:
     """OpenVINO at each precision hint, scale 1: equal pixels against its own fp32, and latency."""
-    from pixelwise.inference.engines import create_engine
+    from pixelwise.inference.selection import create_engine
 
     files = sorted((CAMVID / "val").glob("*.png"))[::every]
     images = [torch.from_numpy(read_image(f)).permute(2, 0, 1)[None].float() / 255 for f in files]

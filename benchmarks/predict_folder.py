@@ -39,7 +39,8 @@ from common import CAMVID
 from cpu import cpu_model
 
 from pixelwise.data.io import IMAGE_SUFFIXES, read_image
-from pixelwise.inference.engines import create_engine, physical_cores
+from pixelwise.inference.selection import create_engine
+from pixelwise.runtime import physical_cores
 from pixelwise.inference.tiling import to_batch
 
 

@@ -48,8 +48,8 @@ import pixelwise
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference.engines import (OnnxRuntimeEngine, OpenVinoEngine, TorchEngine, network_input,
-                                         physical_cores)
+from pixelwise.inference.engines import OnnxRuntimeEngine, OpenVinoEngine, TorchEngine, network_input
+from pixelwise.runtime import physical_cores
 from pixelwise.models.registry import create_model, list_backbones, list_models
 from pixelwise.models.summary import measure
 from pixelwise.runtime import cpu_has_bf16, cpu_has_fp16, predict_logits

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pixelwise.checkpoint import class_differences, config_differences, content_digest, load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
@@ -94,6 +95,26 @@ print(json.dumps({{"shape": list(mask.shape), "dtype": str(mask.dtype),
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"shape": [40, 56], "dtype": "uint8", "loaded": [], "threads_same": True, "rng_same": True}
+
+
+@pytest.mark.parametrize("command", [["predict", "--help"], ["predict", "--checkpoint", "{ckpt}", "{image}", "--out",
+                                                                 "{out}", "--engine", "torch", "--no-overlay"]])
+def test_the_predict_command_and_its_help_load_neither_the_trainer_nor_matplotlib(tmp_path, command):
+    tiny_checkpoint(tmp_path / "a.pt")
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(tmp_path / "image.png")
+    argv = [a.format(ckpt=tmp_path / "a.pt", image=tmp_path / "image.png", out=tmp_path / "out") for a in command]
+    script = f"""
+import contextlib, io, json, sys
+from pixelwise.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        code = main({argv!r})
+    except SystemExit as done:
+        code = done.code
+print(json.dumps([code, sorted(m for m in sys.modules if m.startswith(("matplotlib", "pixelwise.training")))]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, []]
 
 
 def test_inference_package_never_imports_training():

@@ -36,6 +36,11 @@ def test_train_writes_checkpoints_history_and_curves(trained):
     assert all(0 <= h["data_wait_share"] < 1 for h in history)  # measured each epoch: time waiting for batches
     ckpt = torch.load(trained / "last.pt", weights_only=True)  # plain types only
     assert ckpt["class_names"] == ["background", "nucleus"] and ckpt["state"]["epoch"] == 2
+    # the progress file watchers follow (the app's retrain) holds the last epoch as the checkpoint does
+    progress = json.loads((trained / "progress.json").read_text())
+    assert progress == {"epoch": 2, "step": ckpt["state"]["step"], "loss": ckpt["state"]["last_loss"],
+                        "val_miou": history[-1]["val_mean_iou"], "best_miou": ckpt["state"]["best_mean_iou"],
+                        "elapsed_min": ckpt["state"]["elapsed_s"] / 60}
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
     # --strategy auto (the default) measured the nuclei as small and unlike ImageNet, and recorded why
     assert ckpt["config"]["strategy"] == "full"
@@ -69,7 +74,7 @@ def test_resume_continues_to_the_total_epoch_count(trained, nuclei_root, tmp_pat
 def test_evaluate_prints_metrics_and_writes_json_and_plot(trained, nuclei_root, tmp_path):
     stdout = run_cli("evaluate", "--checkpoint", trained / "best.pt", "--data", nuclei_root,
                      "--json", tmp_path / "m.json", "--plot", tmp_path / "cm.png")
-    from pixelwise.inference.engines import fastest_engine
+    from pixelwise.inference.selection import fastest_engine
 
     # test when present, on the fastest engine here, at the checkpoint's inference scale
     assert f"test split, 3 images, {fastest_engine()} engine at inference scale 1.75" in stdout

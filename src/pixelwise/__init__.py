@@ -14,10 +14,10 @@ with an exported model starts without the zoo's 2 s of imports.
 """
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predict import Predictor, load
+from pixelwise.version import __version__  # noqa: F401 (the package's version)
 
 __all__ = ["create_model", "list_models", "list_backbones", "advise", "train", "evaluate", "load", "Predictor",
            "PixelwiseError", "DataError"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

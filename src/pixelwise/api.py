@@ -4,18 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
 from pixelwise.errors import PixelwiseError
+from pixelwise.evaluation import ConfusionMatrix, check_same_classes, evaluate_engine, per_image_mean_iou
 from pixelwise.inference.predict import Predictor, load
-from pixelwise.checkpoint import class_differences
-from pixelwise.inference.engines import create_engine, evaluate_engine
+from pixelwise.inference.selection import create_engine
 from pixelwise.training import engine
-from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_confusion
 
 __all__ = ["train", "evaluate", "load", "Predictor"]
@@ -49,10 +45,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str | None = None,
     spec = load_spec(data, format)
     split = split or default_split(spec.splits)
     class_names = runner.meta["class_names"]
-    diffs = class_differences(class_names, spec.class_names)
-    if diffs:
-        raise PixelwiseError(f"checkpoint {checkpoint} was trained on other classes than {data} holds:\n  - "
-                             + "\n  - ".join(diffs))
+    check_same_classes(class_names, spec.class_names, checkpoint, data)
     dataset = SegmentationDataset(spec.split(split), spec.num_classes, spec.ignore_index)
     matrix = evaluate_engine(runner, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index),
                              desc=f"evaluate {split}")
@@ -74,19 +67,10 @@ def per_image_iou(checkpoint: str | Path, data: str | Path, split: str | None = 
     Low scores point at images whose labels or predictions most need a look."""
     predictor = load(checkpoint, device=device, precision=precision)
     spec = load_spec(data, format)
-    diffs = class_differences(predictor.class_names, spec.class_names)
-    if diffs:
-        raise PixelwiseError(f"checkpoint {checkpoint} was trained on other classes than {data} holds:\n  - "
-                             + "\n  - ".join(diffs))
+    check_same_classes(predictor.class_names, spec.class_names, checkpoint, data)
     dataset = SegmentationDataset(spec.split(split or default_split(spec.splits)), spec.num_classes,
                                   spec.ignore_index)
-    scores = {}
-    for i in tqdm(range(len(dataset)), desc="scoring", unit="img", leave=False):
-        image, mask = dataset.load(i)
-        matrix = ConfusionMatrix(spec.num_classes, spec.ignore_index)
-        matrix.update(torch.from_numpy(predictor.predict(image)).long(), torch.from_numpy(mask).long())
-        scores[dataset.pairs[i][0].stem] = matrix.compute(spec.class_names)["mean_iou"]
-    return scores
+    return per_image_mean_iou(predictor, dataset, spec.class_names)
 
 
 def format_metrics(metrics: dict) -> str:

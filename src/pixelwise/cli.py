@@ -206,7 +206,7 @@ def cmd_export(args) -> None:
 
 def load_predictor(args, streams: int = 1):
     """The model behind `predict`, on the engine asked for; OpenVINO falls back to onnxruntime, saying why."""
-    from pixelwise.inference.engines import predictor_from
+    from pixelwise.inference.predict import predictor_from
 
     try:
         return predictor_from(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
@@ -220,9 +220,9 @@ def load_predictor(args, streams: int = 1):
 
 
 def cmd_predict(args) -> None:
-    from pixelwise.inference.engines import physical_cores
+    from pixelwise.runtime import physical_cores
     from pixelwise.inference.pipeline import predict_folder
-    from pixelwise.inference.predict import gather_images
+    from pixelwise.data.io import gather_images
     from pixelwise.inference.tiling import check_tiling
 
     images = gather_images(args.inputs)
@@ -504,7 +504,13 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` only that command's options in full: declaring train's
+    choices imports the model zoo, losses and strategies, and data's the importers, which `pixelwise
+    predict` has no use for. The other commands are still listed, with their one-line help."""
+    def wants(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
                                      "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a segmentation model. Writes OUT/last.pt every epoch and OUT/best.pt "
                        "(best validation mean IoU), history.json and curves.png. Example: "
                        "pixelwise train --data data/camvid --out runs/camvid --time-budget 45")
-    add_train_arguments(p)
+    if wants("train"):
+        add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("advise", help="measure a dataset and recommend how much of the backbone to retrain",
@@ -534,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The ground-truth toolchain. Example: pixelwise data import --from coco "
                        "annotations.json --out data/mine && pixelwise data check data/mine && "
                        "pixelwise data split data/mine --val 0.1 --test 0.1")
-    data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse,suggest}")
-    add_data_parsers(data)
+    if wants("data"):
+        data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse,suggest}")
+        add_data_parsers(data)
 
     p = sub.add_parser("annotate", help="a local browser app to draw and correct masks, with the model's help",
                        description="Serve DIR (any layout pixelwise reads, or images/ with a classes.txt and no masks "
@@ -629,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     args.argv = argv
     try:
         args.func(args)

@@ -1,4 +1,5 @@
-"""Where and how a model runs: device, precision, autocast, and logits at an inference scale.
+"""Where and how a model runs: device, precision, autocast, logits at an inference scale, and the model on
+a device as an engine (`TorchEngine`).
 
 Shared by training and inference, so a predictor needs nothing from the trainer.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import types
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -150,3 +152,39 @@ def predict_logits(model, images: torch.Tensor, device, dtype, scale: float = 1.
     if logits.shape[-2:] != size:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyperthread siblings once: a second thread on the
+    same core only competes for the same vector units in convolution kernels."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        return len({Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text().strip()
+                    for c in cpus})
+    except (AttributeError, OSError):  # not Linux: no topology files
+        return os.cpu_count() or 1
+
+
+class TorchEngine:
+    """Eager PyTorch, the one model-on-a-device class of training and inference alike: the model on a device, in reduced precision + channels_last where the hardware has it
+    natively (`exact`: precision that keeps fp32's masks, see `runtime.resolve_precision`).
+    One stream: torch's intra-op threads are per process, so concurrent calls would only fight over them."""
+    name = "torch"
+    streams = 1
+
+    def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0,
+                 meta: dict | None = None, exact: bool = True):
+        self.model, self.device, self.dtype = inference_setup(model, device, precision, exact)
+        self.scale = scale
+        self.meta = meta
+
+    @classmethod
+    def prepared(cls, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
+                 scale: float = 1.0) -> "TorchEngine":
+        """A model already on its device at its precision (training's, validated as it trains)."""
+        engine = cls.__new__(cls)
+        engine.model, engine.device, engine.dtype, engine.scale, engine.meta = model, device, dtype, scale, None
+        return engine
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, images, self.device, self.dtype, self.scale).cpu()

@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference import engines
-from pixelwise.inference.engines import (STATIC_COMPILES, OnnxRuntimeEngine, OpenVinoEngine, TorchEngine,
-                                         create_engine, evaluate_engine, fastest_engine, physical_cores,
-                                         predictor_from, profile_scale, read_metadata)
+from pixelwise.evaluation import evaluate_engine
+from pixelwise.inference import selection
+from pixelwise.inference.engines import STATIC_COMPILES, OnnxRuntimeEngine, OpenVinoEngine, TorchEngine
+from pixelwise.inference.metadata import read_metadata
+from pixelwise.inference.predict import predictor_from
+from pixelwise.inference.selection import create_engine, fastest_engine, profile_scale
+from pixelwise.runtime import physical_cores
 from pixelwise.runtime import predict_logits
 
 from tolerances import assert_same_classes_where_decided, network_atol
@@ -185,7 +188,7 @@ def test_evaluate_engine_fills_the_confusion_matrix_that_eager_evaluation_does(b
     from pixelwise.data.dataset import SegmentationDataset
     from pixelwise.data.formats import load_spec
     from pixelwise.training.engine import evaluate
-    from pixelwise.training.metrics import ConfusionMatrix
+    from pixelwise.evaluation import ConfusionMatrix
 
     _, model, engine, _ = beside
     spec = load_spec(folder_dataset)
@@ -237,7 +240,7 @@ def test_auto_precision_keeps_fp32_masks_when_accurate_and_takes_bf16_when_fast(
 
 def test_auto_picks_openvino_then_onnxruntime_then_torch_on_the_cpu(monkeypatch):
     found = {"openvino", "onnxruntime", "onnx", "onnxscript"}
-    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: name in found or None)
+    monkeypatch.setattr(selection.importlib.util, "find_spec", lambda name: name in found or None)
     assert fastest_engine("cpu") == "openvino"
     found.discard("openvino")
     assert fastest_engine("cpu") == "onnxruntime"
@@ -247,7 +250,7 @@ def test_auto_picks_openvino_then_onnxruntime_then_torch_on_the_cpu(monkeypatch)
 
 def test_auto_falls_back_to_torch_saying_why_when_the_fast_engine_cannot_run(beside, monkeypatch):
     folder, _, _, _ = beside
-    monkeypatch.setattr(engines, "fastest_engine", lambda device: "openvino")
+    monkeypatch.setattr(selection, "fastest_engine", lambda device: "openvino")
     monkeypatch.setitem(sys.modules, "openvino", None)
     logs = []
     engine = create_engine("auto", folder / "model.pt", log=logs.append, profile="fast")

@@ -16,7 +16,7 @@ import pixelwise
 from pixelwise.checkpoint import load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference.engines import GRAPH_INPUT, GRAPH_OUTPUT, RESIZE
+from pixelwise.inference.metadata import GRAPH_INPUT, GRAPH_OUTPUT, RESIZE
 from pixelwise.inference.export import (calibration_paths, check_against_eager, export_network, export_onnx,
                                         quantize_onnx, read_metadata, same_padding, static_same_padding)
 from pixelwise.models.base import SegmentationModel

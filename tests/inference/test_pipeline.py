@@ -11,7 +11,8 @@ from PIL import Image
 from pixelwise.data.io import default_palette, read_image, read_mask
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.pipeline import equal_size_batches, predict_folder
-from pixelwise.inference.predict import Predictor, gather_images
+from pixelwise.data.io import gather_images
+from pixelwise.inference.predict import Predictor
 from pixelwise.inference.tiling import predict_tiled
 
 

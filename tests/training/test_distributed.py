@@ -12,7 +12,7 @@ import torch
 
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.training import strategies
-from pixelwise.training.metrics import ConfusionMatrix
+from pixelwise.evaluation import ConfusionMatrix
 
 # One global batch of 8 = the whole epoch on the 10 training tiles; fcn8s's FCN head has no BatchNorm and
 # --strategy head keeps the encoder's BatchNorm in eval mode, so 2 x 4 images must equal 1 x 8.

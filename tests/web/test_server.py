@@ -382,11 +382,14 @@ def test_the_training_view_holds_only_the_labelled_images_in_the_datasets_layout
 
 
 def fake_trainer(data, out, minutes, checkpoint, config):
-    """Stands in for `pixelwise train`: prints its epoch lines and leaves a best.pt."""
-    script = (f"import pathlib, shutil\nout = pathlib.Path({str(out)!r}); out.mkdir(parents=True)\n"
+    """Stands in for `pixelwise train`: writes its progress file after each epoch, prints a log whose text
+    the app must not parse (its numbers disagree with the file on purpose) and leaves a best.pt."""
+    script = (f"import json, pathlib, shutil\nout = pathlib.Path({str(out)!r}); out.mkdir(parents=True)\n"
               "print('training fcn32s/segnet_basic on 2 images', flush=True)\n"
-              "print('epoch   1  loss 0.9000  val mIoU 0.4000 *  10.0 img/s  0.0 min')\n"
-              "print('epoch   2  loss 0.5000  val mIoU 0.6100 *  10.0 img/s  0.0 min')\n"
+              "for epoch, loss, miou in ((1, 0.9, 0.4), (2, 0.5, 0.61)):\n"
+              "    (out / 'progress.json').write_text(json.dumps({'epoch': epoch, 'step': epoch, 'loss': loss,"
+              " 'val_miou': miou, 'best_miou': miou, 'elapsed_min': 0.0}))\n"
+              "    print(f'epoch   {epoch + 6}  loss 0.0100  val mIoU 0.9900 *  10.0 img/s  0.0 min', flush=True)\n"
               f"shutil.copy({str(checkpoint)!r}, out / 'best.pt')\n")
     return [sys.executable, "-c", script]
 
@@ -405,7 +408,7 @@ def test_retrain_reports_epochs_and_switches_the_prefill_to_the_new_best(folder_
         best = folder_root / ".pixelwise" / "retrain" / "run-001" / "best.pt"
         assert session.assistant.checkpoint == best
         assert client.get("/api/status").json()["model"]["checkpoint"] == ".pixelwise/retrain/run-001/best.pt"
-        assert "epoch   2" in (folder_root / ".pixelwise" / "retrain" / "run-001.log").read_text()
+        assert "epoch   8" in (folder_root / ".pixelwise" / "retrain" / "run-001.log").read_text()  # the log, kept
         assert client.post("/api/retrain", json={"minutes": 2}).json()["run"] == "run-002"  # never overwrites
         session.retrainer.wait(30)
 

@@ -306,3 +306,18 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
         return (half + (total & half & 1)).astype(np.uint8)  # an odd total's .5 goes to the even neighbour
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
     return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def gather_images(inputs) -> list[Path]:
+    """Files as given, folders expanded to the images inside them (not recursive), in name order."""
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found

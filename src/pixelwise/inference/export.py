@@ -1,7 +1,7 @@
 """Export a checkpoint to ONNX: `pixelwise export --checkpoint best.pt --onnx best.onnx [--int8]`.
 
 The file holds the network with a dynamic batch, height and width, and metadata (ONNX
-metadata_props, one JSON value a key; see `engines.checkpoint_metadata`): class names, palette,
+metadata_props, one JSON value a key; see `metadata.checkpoint_metadata`): class names, palette,
 ignore index, normalisation, inference scale, architecture, precision and the pixelwise version.
 So the .onnx file alone is enough to predict with it:
 
@@ -44,11 +44,10 @@ from torch import nn
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.formats import load_spec
-from pixelwise.data.io import read_image, write_atomic
-from pixelwise.errors import PixelwiseError
-from pixelwise.inference.engines import (checkpoint_metadata, encode_metadata, import_optional, physical_cores,
-                                         read_metadata)
-from pixelwise.inference.predict import gather_images
+from pixelwise.data.io import gather_images, read_image, write_atomic
+from pixelwise.errors import PixelwiseError, import_optional
+from pixelwise.inference.metadata import checkpoint_metadata, encode_metadata, read_metadata
+from pixelwise.runtime import physical_cores
 
 __all__ = ["export_onnx", "read_metadata", "static_same_padding"]
 

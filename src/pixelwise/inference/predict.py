@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelwise.data.io import FAST_PNG, IMAGE_SUFFIXES, read_image, save_png_atomic, to_rgb_array, write_label_png
+from pixelwise.data.io import FAST_PNG, read_image, save_png_atomic, to_rgb_array, write_label_png
 from pixelwise.data.io import overlay as blend_overlay
-from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.selection import create_engine
 from pixelwise.inference.tiling import class_argmax, to_batch
 
 
@@ -84,25 +85,19 @@ def _blend_in_place(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, ro
     return rgb
 
 
-def gather_images(inputs) -> list[Path]:
-    """Files as given, folders expanded to the images inside them (not recursive), in name order."""
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise DataError(f"{item}: no such file or folder")
-    if not found:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return found
+def predictor_from(model_file: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto",
+                   log=print, profile: str = "accurate", streams: int = 1):
+    """A Predictor from a checkpoint or an exported .onnx, running on the named engine at a speed
+    profile: the class names, palette and ignore index come from the checkpoint or from the .onnx
+    file's metadata."""
+    runner = create_engine(engine, model_file, device=device, precision=precision, log=log, profile=profile,
+                           streams=streams)
+    meta = runner.meta
+    return Predictor(runner, meta["class_names"], meta["palette"], meta["ignore_index"])
 
 
 def load(checkpoint: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch",
          profile: str = "accurate") -> Predictor:
     """Load a checkpoint, or an .onnx from `pixelwise export`, for prediction on `engine` (auto, torch, onnxruntime
     or openvino) at a speed `profile` (accurate or fast): `pixelwise.load("runs/x/best.pt").predict("photo.jpg")`."""
-    from pixelwise.inference.engines import predictor_from
-
     return predictor_from(checkpoint, engine=engine, device=device, precision=precision, profile=profile)

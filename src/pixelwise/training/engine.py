@@ -22,17 +22,16 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import DatasetSpec, split_pairs
-from pixelwise.data.io import open_image
+from pixelwise.data.io import open_image, write_atomic
 from pixelwise.data.transforms import train_transform
 from pixelwise.errors import DataError, PixelwiseError
-from pixelwise.inference.engines import evaluate_engine
+from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
 from pixelwise.models.registry import create_model
-from pixelwise.runtime import (autocast, depthwise_fp32_in_training, predict_logits, prepare_model, resolve_precision,
+from pixelwise.runtime import (TorchEngine, autocast, depthwise_fp32_in_training, prepare_model, resolve_precision,
                                to_device)
 from pixelwise.training import advisor, distributed, strategies
 from pixelwise.training.distributed import Dist
 from pixelwise.training.losses import class_weights, segmentation_loss
-from pixelwise.training.metrics import ConfusionMatrix
 from pixelwise.training.plots import plot_curves
 
 
@@ -111,16 +110,6 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
             "images_per_s": images * ctx.world / max(seconds, 1e-9), "data_wait_share": data_wait / max(seconds, 1e-9)}
 
 
-class _OnDevice:
-    """A model already on its device, seen as an inference engine (`logits(images)`)."""
-
-    def __init__(self, model, device, dtype, scale: float):
-        self.model, self.device, self.dtype, self.scale = model, device, dtype, scale
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, images, self.device, self.dtype, self.scale)
-
-
 @torch.no_grad()
 def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int = 8, scale: float = 1.0,
              desc: str = "evaluate", ctx: Dist = Dist()) -> ConfusionMatrix:
@@ -129,7 +118,7 @@ def evaluate(model, dataset: SegmentationDataset, device, dtype, batch_size: int
     model.eval()
     distributed.broadcast_buffers(model, ctx)
     matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
-    evaluate_engine(_OnDevice(model, device, dtype, scale), dataset, matrix, batch_size, desc,
+    evaluate_engine(TorchEngine.prepared(model, device, dtype, scale), dataset, matrix, batch_size, desc,
                     indices=range(ctx.rank, len(dataset), ctx.world), progress=ctx.main)
     distributed.all_reduce_sum(matrix.matrix, ctx)
     return matrix
@@ -237,6 +226,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     elapsed_s: float = 0.0  # training time spent, validation included: the time budget counts it
     best_mean_iou: float = -1.0
+    last_loss: float | None = None  # the mean training loss of the last epoch
     history: list = field(default_factory=list)  # one entry per validated epoch
     rng: dict = field(default_factory=dict)  # python, numpy, torch and loader-generator states
 
@@ -377,6 +367,20 @@ def save_epoch(run: Run, improved: bool, validated: bool) -> None:
     if validated:
         plot_curves(run.state.history, run.out / "curves.png")
         (run.out / "history.json").write_text(json.dumps(run.state.history, indent=1))
+    write_progress(run, validated)
+
+
+PROGRESS_FILE = "progress.json"  # what a watcher (the annotation app's retrain) follows; never the log's text
+
+
+def write_progress(run: Run, validated: bool) -> None:
+    """OUT/progress.json after every epoch, replaced atomically: the epoch, its loss and the scores so far."""
+    last = run.state.history[-1] if run.state.history else {}
+    progress = {"epoch": run.state.epoch, "step": run.state.step, "loss": run.state.last_loss,
+                "val_miou": last.get("val_mean_iou") if validated else None,
+                "best_miou": run.state.best_mean_iou if run.state.history else None,
+                "elapsed_min": run.state.elapsed_s / 60}
+    write_atomic(run.out / PROGRESS_FILE, lambda tmp: tmp.write_text(json.dumps(progress)))
 
 
 def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
@@ -417,7 +421,7 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
                                 control, run.base_lrs, cfg.warmup, epoch=epoch + 1, ctx=run.ctx,
                                 desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
         epoch_s = stats["seconds"]
-        state.epoch, state.step = epoch + 1, state.step + stats["steps"]
+        state.epoch, state.step, state.last_loss = epoch + 1, state.step + stats["steps"], stats["loss"]
         # validate every val_every epochs, always the first of a run (to learn its cost) and the last
         last = epoch + 1 == total_epochs or budget_spent()
         validate = last or not val_s or (epoch + 1) % cfg.val_every == 0

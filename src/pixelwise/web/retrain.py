@@ -1,11 +1,12 @@
 """Retrain from the app: `python -m pixelwise train` as a child process, on the masks saved so far.
 
 The trainer runs in its own process so the app stays responsive and a crash in training cannot take
-unsaved labels with it. Progress comes from its epoch lines; when it ends well, the app predicts with
+unsaved labels with it. Progress comes from the progress file it writes after every epoch; when it ends well, the app predicts with
 the run's best.pt. One retrain at a time.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,8 +20,9 @@ from typing import Callable
 from pixelwise.checkpoint import load_checkpoint
 from pixelwise.web.store import Refused, Store
 
-# The trainer's per-epoch line: "epoch   3  loss 0.4123  val mIoU 0.6100 *  12.0 img/s  0.5 min"
-EPOCH_LINE = re.compile(r"^epoch\s+(\d+)\s+loss\s+(\S+)(?:\s+val mIoU\s+([0-9.]+))?")
+# Written by the trainer after every epoch, on purpose for watchers (training.engine.write_progress): the app
+# follows it, and shows the log only as text. Named here, not imported: the app never loads the trainer.
+PROGRESS_FILE = "progress.json"
 RETRAIN_DIR = Path(".pixelwise") / "retrain"  # inside the dataset: data view, runs and their logs
 
 
@@ -62,6 +64,7 @@ class Retrainer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._status: dict = {"state": "idle"}
+        self._progress_stamp: int | None = None
 
     def status(self) -> dict:
         with self._lock:
@@ -112,9 +115,9 @@ class Retrainer:
                 tail.append(line)
                 with self._lock:
                     self._status["lines"] = list(tail)
-                    if m := EPOCH_LINE.match(line):
-                        self._update_epoch(int(m.group(1)), m.group(2), m.group(3))
+                self._follow_progress(out / PROGRESS_FILE)
         rc = proc.wait()
+        self._follow_progress(out / PROGRESS_FILE)
         best = out / "best.pt"
         state, message = "failed", f"the trainer exited with status {rc}: {tail[-1] if tail else 'no output'}"
         with self._lock:
@@ -131,12 +134,22 @@ class Retrainer:
             self._status.update(state=state, message=message, returncode=rc, finished=time.time())
             self._proc = None
 
-    def _update_epoch(self, epoch: int, loss: str, miou: str | None) -> None:
-        self._status["epoch"] = epoch
-        self._status["loss"] = float(loss) if loss.replace(".", "", 1).isdigit() else loss
-        if miou is not None:
-            self._status["val_miou"] = float(miou)
-            self._status["best_miou"] = max(float(miou), self._status["best_miou"] or 0.0)
+    def _follow_progress(self, path: Path) -> None:
+        """Take the epoch, loss and scores from the trainer's progress file, when it has a new one."""
+        try:
+            stamp = path.stat().st_mtime_ns
+            if stamp == self._progress_stamp:
+                return
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):  # not written yet (replaced atomically, so never half-written)
+            return
+        with self._lock:
+            self._progress_stamp = stamp
+            self._status.update(epoch=progress["epoch"], loss=progress["loss"])
+            if progress["val_miou"] is not None:
+                self._status["val_miou"] = progress["val_miou"]
+            if progress["best_miou"] is not None:
+                self._status["best_miou"] = progress["best_miou"]
 
     def stop(self) -> None:
         """Stop a running retrain (the trainer keeps its last finished epoch in last.pt)."""

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, image_size
+from pixelwise.data.importers.common import IGNORE, ImportOptions, Item, Sample, Source, image_size
 from pixelwise.errors import DataError
 
 MAX_OUTLINE = 1 << 20  # pixels of one polygon's outline (~50 MB in pycocotools); real outlines are thousands

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from pixelwise.data.formats import SPLITS
-from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, read_colour_mask
+from pixelwise.data.importers.common import IGNORE, ImportOptions, Item, Sample, Source, read_colour_mask
 from pixelwise.data.io import IMAGE_SUFFIXES, load_image
 from pixelwise.errors import DataError
 

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from pixelwise.data.importers import ImportOptions, Item, Sample, Source
+from pixelwise.data.importers.common import ImportOptions, Item, Sample, Source
 from pixelwise.data.importers.colour import ColourTable, convert_colour_mask, parse_labelmap
 from pixelwise.data.io import IMAGE_SUFFIXES
 from pixelwise.errors import DataError

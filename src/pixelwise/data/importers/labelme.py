@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pixelwise.data.importers import IGNORE, ImportOptions, Item, Sample, Source, image_size, image_suffix
+from pixelwise.data.importers.common import IGNORE, ImportOptions, Item, Sample, Source, image_size, image_suffix
 from pixelwise.data.io import load_image
 from pixelwise.errors import DataError
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pixelwise.training.metrics import ConfusionMatrix
+from pixelwise.evaluation import ConfusionMatrix
 
 
 def test_hand_computed_matrix_with_ignore_and_a_class_absent_everywhere():

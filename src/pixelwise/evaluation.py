@@ -1,0 +1,96 @@
+"""Evaluation, one home for training's validation, `pixelwise evaluate`, the API, the app and the benchmarks:
+one confusion matrix per dataset yields every metric, and one loop fills it from any engine.
+
+Metrics, with the FCN paper's definitions: n[i, j] counts pixels of true class i predicted as j;
+t_i = sum_j n[i, j].
+  pixel accuracy      sum_i n_ii / sum_i t_i
+  mean accuracy       mean_i n_ii / t_i
+  IoU_i               n_ii / (t_i + sum_j n_ji - n_ii)
+  frequency-weighted  sum_i t_i IoU_i / sum_i t_i
+A class with no pixels in truth or prediction has IoU null and is left out of the mean.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pixelwise.checkpoint import class_differences
+from pixelwise.data.transforms import to_tensors
+from pixelwise.errors import PixelwiseError
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int, ignore_index: int):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        """prediction, target: integer tensors of the same shape. Ignore pixels are dropped here, and only here."""
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+        keep = target != self.ignore_index
+        t, p = target[keep].long().cpu(), prediction[keep].long().cpu()
+        if t.numel() and (t.min() < 0 or t.max() >= self.num_classes):
+            raise ValueError(f"target label {int(t.max())} outside 0..{self.num_classes - 1}")
+        n = self.num_classes
+        self.matrix += torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
+
+    def compute(self, class_names=None) -> dict:
+        n = self.matrix.double().numpy()
+        diag, truth, predicted = np.diag(n), n.sum(1), n.sum(0)
+        total = n.sum()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = diag / (truth + predicted - diag)
+            class_acc = diag / truth
+        present = truth > 0
+        names = class_names or [str(i) for i in range(self.num_classes)]
+        return {
+            "pixel_accuracy": float(diag.sum() / total) if total else float("nan"),
+            "mean_accuracy": float(np.nanmean(class_acc)) if present.any() else float("nan"),
+            "mean_iou": float(np.nanmean(iou)) if (~np.isnan(iou)).any() else float("nan"),
+            "fw_iou": float((truth[present] * iou[present]).sum() / total) if total else float("nan"),
+            "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou)},
+        }
+
+def check_same_classes(model_classes, data_classes, model_file, data) -> None:
+    """A model scores only data labelled with its own classes: name every difference."""
+    diffs = class_differences(list(model_classes), list(data_classes))
+    if diffs:
+        raise PixelwiseError(f"checkpoint {model_file} was trained on other classes than {data} holds:\n  - "
+                             + "\n  - ".join(diffs))
+
+
+def evaluate_engine(engine, dataset, matrix, batch_size: int = 8, desc: str = "evaluate", indices=None,
+                    progress: bool = True):
+    """Fill `matrix` (anything with `update(prediction, target)`, e.g. a ConfusionMatrix) with the
+    engine's predictions over `dataset` (a SegmentationDataset; `indices`: a part of it) at full
+    resolution. Images of equal size are batched. -> matrix"""
+    batch_images, batch_masks = [], []
+
+    def flush():
+        matrix.update(engine.logits(torch.stack(batch_images)).argmax(1), torch.stack(batch_masks))
+        batch_images.clear()
+        batch_masks.clear()
+
+    indices = range(len(dataset)) if indices is None else indices
+    for i in tqdm(indices, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=not progress):
+        image, mask = to_tensors(*dataset.load(i))
+        if batch_images and (image.shape != batch_images[0].shape or len(batch_images) == batch_size):
+            flush()
+        batch_images.append(image)
+        batch_masks.append(mask)
+    if batch_images:
+        flush()
+    return matrix
+
+
+def per_image_mean_iou(predictor, dataset, class_names) -> dict[str, float]:
+    """Mean IoU of each image of `dataset` under `predictor` (anything with `predict(image)`) -> {stem: mean IoU}."""
+    scores = {}
+    for i in tqdm(range(len(dataset)), desc="scoring", unit="img", leave=False):
+        image, mask = dataset.load(i)
+        matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
+        matrix.update(torch.from_numpy(predictor.predict(image)).long(), torch.from_numpy(mask).long())
+        scores[dataset.pairs[i][0].stem] = matrix.compute(class_names)["mean_iou"]
+    return scores
