@@ -2,16 +2,22 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pixelwise.checkpoint import class_differences, config_differences, content_digest, load_checkpoint, save_checkpoint
-from pixelwise.config import TrainConfig
+from pixelwise.checkpoint import (class_differences, config_differences, content_digest, infer_scale, load_checkpoint,
+                                  model_config, save_checkpoint)
+from pixelwise.config import ModelConfig, TrainConfig
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.registry import create_model
+
+from tolerances import assert_same_classes_where_decided, network_atol
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def tiny_checkpoint(path, **extra):
@@ -124,3 +130,29 @@ def test_inference_package_never_imports_training():
 
     for source in pathlib.Path(pixelwise.inference.__file__).parent.rglob("*.py"):
         assert "pixelwise.training" not in source.read_text(), source
+
+
+def test_a_checkpoint_written_on_2026_12_03_still_loads_and_predicts_its_masks(nuclei_root):
+    """Written by that day's `pixelwise train` (fcn_vanilla, 8 epochs on the bundled sample, --infer-scale 1.5),
+    before the network's config had an entry of its own; the mask is what that day's code predicted."""
+    import pixelwise
+
+    path = FIXTURES / "checkpoint_2026-12-03.pt"
+    ckpt = load_checkpoint(path)
+    assert "model_config" not in ckpt and "infer_scale" not in ckpt  # the old layout
+    assert model_config(ckpt) == ModelConfig("fcn_vanilla", "efficientnet_lite0", "bilinear")
+    assert infer_scale(ckpt) == 1.5
+    predictor = pixelwise.load(path, engine="torch", precision="fp32")
+    logits = predictor.logits(nuclei_root / "images" / "tile_r0c0.png")
+    expected = np.asarray(Image.open(FIXTURES / "checkpoint_2026-12-03_tile_r0c0.png"))
+    assert set(np.unique(expected)) == {0, 1}
+    assert_same_classes_where_decided(expected, logits, network_atol(logits))
+
+
+def test_the_network_config_is_saved_apart_from_the_runs_and_read_first():
+    ckpt = {"model_config": {"model": "unet", "backbone": "resnet18", "upsample": "bilinear"}, "infer_scale": 1.25,
+            "config": {"model": "fcn8s", "backbone": "vgg16", "upsample": None, "infer_scale": 1.75, "data": "x"}}
+    assert model_config(ckpt) == ModelConfig("unet", "resnet18", "bilinear") and infer_scale(ckpt) == 1.25
+    assert TrainConfig(data="x", model="segnet", upsample="unpool").model_config == ModelConfig("segnet",
+                                                                                             "efficientnet_lite0",
+                                                                                             "unpool")

@@ -42,6 +42,9 @@ def test_train_writes_checkpoints_history_and_curves(trained):
                         "val_miou": history[-1]["val_mean_iou"], "best_miou": ckpt["state"]["best_mean_iou"],
                         "elapsed_min": ckpt["state"]["elapsed_s"] / 60}
     assert ckpt["config"]["model"] == "fcn8s" and ckpt["config"]["crop_size"] == (64, 64)
+    # the network's own config, apart from the run's: all inference reads besides the classes
+    assert ckpt["model_config"] == {"model": "fcn8s", "backbone": "efficientnet_lite0", "upsample": None}
+    assert ckpt["infer_scale"] == ckpt["config"]["infer_scale"]
     # --strategy auto (the default) measured the nuclei as small and unlike ImageNet, and recorded why
     assert ckpt["config"]["strategy"] == "full"
     advice = json.loads((trained / "advice.json").read_text())

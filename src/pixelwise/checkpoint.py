@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.config import TrainConfig
+from pixelwise.config import ModelConfig, TrainConfig
 from pixelwise.errors import PixelwiseError
 
 # What must agree between a checkpoint and the run that resumes it: anything else is a new model.
@@ -90,16 +90,27 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def model_config(ckpt: dict) -> ModelConfig:
+    """The network's config: its own entry, or in checkpoints written before it had one (2026-12-03 and
+    earlier), the architecture keys of the run's config."""
+    return ModelConfig.from_dict(ckpt.get("model_config") or ckpt["config"])
+
+
+def infer_scale(ckpt: dict) -> float:
+    """The scale the network sees images at when predicting (earlier checkpoints: in the run's config)."""
+    return float(ckpt["infer_scale"] if "infer_scale" in ckpt else ckpt["config"]["infer_scale"])
+
+
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the architecture from the saved config and load its weights; no download needed."""
     from pixelwise.models.registry import create_model  # the zoo's imports (timm) wait until a model is built
 
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    net = model_config(ckpt)
     # The random initialisation is overwritten at once: fork the RNG so that loading a model leaves
     # the caller's random stream exactly where it was.
     with torch.random.fork_rng(devices=[]):
-        model = create_model(cfg.model, backbone=cfg.backbone, num_classes=len(ckpt["class_names"]),
-                             upsample=cfg.upsample, pretrained=False)
+        model = create_model(net.model, backbone=net.backbone, num_classes=len(ckpt["class_names"]),
+                             upsample=net.upsample, pretrained=False)
     model.load_state_dict(ckpt["model"])
     return model
 

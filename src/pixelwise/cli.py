@@ -399,10 +399,12 @@ def add_precision_argument(p) -> None:
                    "natively, else fp32); with --profile fast, bf16 where native (default: auto)")
 
 
-def add_data_parsers(data) -> None:
+LAYOUTS = ("auto", "camvid", "voc", "folder")
+
+
+def add_data_import_parser(data) -> None:
     from pixelwise.data.importers import CROWDS, LINE_WIDTH, OVERLAPS, SOURCES
 
-    formats = ("auto", "camvid", "voc", "folder")
     p = data.add_parser("import", help="convert COCO, LabelMe, CVAT, colour-mask or Cityscapes annotations",
                         description="Write the pixelwise folder layout (images/, masks/ as palette PNGs of class "
                         "indices, classes.txt, splits/) from another tool's export. SRC is never changed; an "
@@ -425,18 +427,22 @@ def add_data_parsers(data) -> None:
                    help="labelme: drawn width of line and linestrip shapes in pixels (default: %(default)s)")
     p.set_defaults(func=cmd_data_import)
 
+
+def add_data_check_parser(data) -> None:
     p = data.add_parser("check", help="report every problem in a dataset, with statistics",
                         description="Read every image and mask; print one line per problem (file, what, fix) and "
                         "exit non-zero if there is any; write stats.json and stats.png. Example: "
                         "pixelwise data check data/mine --fix")
     p.add_argument("dir", metavar="DIR", help="dataset root (folder, CamVid or VOC layout)")
-    p.add_argument("--format", default="auto", choices=formats, help="dataset layout (default: detect)")
+    p.add_argument("--format", default="auto", choices=LAYOUTS, help="dataset layout (default: detect)")
     p.add_argument("--fix", action="store_true", help="apply the safe fixes (a mask drawn on the un-rotated pixels "
                    "of an EXIF-rotated photo turned to match it, colour masks converted to indices, stray masks "
                    "moved aside); originals go to DIR/.pixelwise-backup/")
     p.add_argument("--out", metavar="DIR", help="folder for stats.json and stats.png (default: DIR/.pixelwise)")
     p.set_defaults(func=cmd_data_check)
 
+
+def add_data_split_parser(data) -> None:
     p = data.add_parser("split", help="write train/val/test lists stratified by class presence",
                         description="Write DIR/splits/{train,val,test}.txt: every class in at least 3 images "
                         "appears in each split, rare classes placed first, near-duplicates kept in one split; "
@@ -449,6 +455,8 @@ def add_data_parsers(data) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing split lists (old ones are backed up)")
     p.set_defaults(func=cmd_data_split)
 
+
+def add_data_browse_parser(data) -> None:
     p = data.add_parser("browse", help="a contact sheet of images with their mask overlays",
                         description="Draw thumbnails with mask overlays and a class legend into one PNG. With "
                         "--worst, order them by a model's mean IoU per image, lowest first: the labels or "
@@ -459,10 +467,11 @@ def add_data_parsers(data) -> None:
     p.add_argument("--split", help="only this split (default: all; with --worst: test, else val)")
     p.add_argument("--worst", metavar="CKPT", help="order by this checkpoint's per-image mean IoU, lowest first")
     p.add_argument("--limit", type=positive_int, default=64, help="most images on the sheet (default: %(default)s)")
-    p.add_argument("--format", default="auto", choices=formats, help="dataset layout (default: detect)")
+    p.add_argument("--format", default="auto", choices=LAYOUTS, help="dataset layout (default: detect)")
     p.set_defaults(func=cmd_data_browse)
 
 
+def add_data_suggest_parser(data) -> None:
     p = data.add_parser("suggest", help="rank unlabelled images by the model's uncertainty: label these next",
                         description="Score every image without a mask by the model's mean per-pixel entropy "
                         "and top-2 margin, and write them in the order to label them, one path a line. The "
@@ -491,6 +500,14 @@ def add_data_parsers(data) -> None:
     p.set_defaults(func=cmd_data_suggest)
 
 
+def add_data_parsers(data) -> None:
+    add_data_import_parser(data)
+    add_data_check_parser(data)
+    add_data_split_parser(data)
+    add_data_browse_parser(data)
+    add_data_suggest_parser(data)
+
+
 def add_speed_arguments(p: argparse.ArgumentParser) -> None:
     """--engine and --profile, shared by evaluate and predict."""
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
@@ -504,25 +521,17 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line, or with `command` only that command's options in full: declaring train's
-    choices imports the model zoo, losses and strategies, and data's the importers, which `pixelwise
-    predict` has no use for. The other commands are still listed, with their one-line help."""
-    def wants(name: str) -> bool:
-        return command is None or command == name
-
-    parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
-                                     "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_train_parser(sub, full: bool) -> None:
     p = sub.add_parser("train", help="train a model on a dataset folder",
                        description="Train a segmentation model. Writes OUT/last.pt every epoch and OUT/best.pt "
                        "(best validation mean IoU), history.json and curves.png. Example: "
                        "pixelwise train --data data/camvid --out runs/camvid --time-budget 45")
-    if wants("train"):
+    if full:
         add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
+
+def add_advise_parser(sub) -> None:
     p = sub.add_parser("advise", help="measure a dataset and recommend how much of the backbone to retrain",
                        description="Place the training split in the transfer-learning table (small or rich data, "
                        "similar to or different from ImageNet) and recommend a --strategy. Size: images, labelled "
@@ -537,14 +546,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write {quadrant, strategy, reasons, evidence} here")
     p.set_defaults(func=cmd_advise)
 
+
+def add_data_parser(sub, full: bool) -> None:
     p = sub.add_parser("data", help="ground truth: import annotations, check, fix, split and look at a dataset",
                        description="The ground-truth toolchain. Example: pixelwise data import --from coco "
                        "annotations.json --out data/mine && pixelwise data check data/mine && "
                        "pixelwise data split data/mine --val 0.1 --test 0.1")
-    if wants("data"):
+    if full:
         data = p.add_subparsers(dest="data_command", required=True, metavar="{import,check,split,browse,suggest}")
         add_data_parsers(data)
 
+
+def add_annotate_parser(sub) -> None:
     p = sub.add_parser("annotate", help="a local browser app to draw and correct masks, with the model's help",
                        description="Serve DIR (any layout pixelwise reads, or images/ with a classes.txt and no masks "
                        "yet) to your browser: brush, eraser, polygon, flood and superpixel fill, ignore brush, undo. "
@@ -560,6 +573,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open the app in the default browser")
     p.set_defaults(func=cmd_annotate)
 
+
+def add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
                        description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "
                        "per-class IoU, and save a confusion-matrix PNG. Example: pixelwise evaluate "
@@ -575,6 +590,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_precision_argument(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict masks for images",
                        description="For each image write DIR/<stem>.png (class indices with the dataset palette) "
                        "and DIR/<stem>_overlay.png. Example: pixelwise predict --checkpoint runs/camvid/best.pt "
@@ -599,6 +616,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_precision_argument(p)
     p.set_defaults(func=cmd_predict)
 
+
+def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="write a checkpoint as an ONNX model (onnxruntime, OpenVINO)",
                        description="Dynamic batch, height and width; class names, palette, normalisation and "
                        "inference scale inside, so the .onnx alone predicts. Example: pixelwise export "
@@ -612,6 +631,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.set_defaults(func=cmd_export)
 
+
+def add_models_parser(sub) -> None:
     p = sub.add_parser("models", help="list every model x backbone with its size and cost",
                        description="Parameters, GFLOPs and training activation memory of every registered model "
                        "and backbone at one input size. Example: pixelwise models --size 360x480")
@@ -619,6 +640,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=11, help="number of classes (default: %(default)s)")
     p.set_defaults(func=cmd_models)
 
+
+def add_explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="figures that show how the building blocks work",
                        description="Render annotated PNG figures of a concept on small worked examples. "
                        "Example: pixelwise explain upsampling --out figures/")
@@ -626,12 +649,37 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figures")
     p.set_defaults(func=cmd_explain)
 
+
+def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="train, evaluate and predict on the bundled nuclei sample",
                        description="The whole flow on the bundled sample (16 tiles of a nuclei microscopy image): "
                        "trains FCN-8s/EfficientNet-Lite0, scores the held-out tiles, writes masks and overlays.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=60, help="default: %(default)s")
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` only that command's options in full: declaring train's
+    choices imports the model zoo, losses and strategies, and data's the importers, which `pixelwise
+    predict` has no use for. The other commands are still listed, with their one-line help."""
+    def wants(name: str) -> bool:
+        return command is None or command == name
+
+    parser = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation for small labelled "
+                                     "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_train_parser(sub, wants("train"))
+    add_advise_parser(sub)
+    add_data_parser(sub, wants("data"))
+    add_annotate_parser(sub)
+    add_evaluate_parser(sub)
+    add_predict_parser(sub)
+    add_export_parser(sub)
+    add_models_parser(sub)
+    add_explain_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

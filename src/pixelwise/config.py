@@ -1,7 +1,24 @@
-"""Training configuration: one frozen dataclass, saved inside every checkpoint as plain types."""
+"""Configuration as frozen dataclasses, saved inside every checkpoint as plain types: the network's own
+(`ModelConfig`, all that inference needs besides the class names) apart from the run's (`TrainConfig`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network alone: with the number of classes, enough to rebuild it from the registry."""
+    model: str = "fcn8s"
+    backbone: str = "efficientnet_lite0"
+    upsample: str | None = None  # None: the architecture's own (transposed for FCNs, unpool for SegNet)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.model, self.backbone, self.upsample)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

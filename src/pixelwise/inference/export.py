@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
-from pixelwise.config import TrainConfig
 from pixelwise.data.formats import load_spec
 from pixelwise.data.io import gather_images, read_image, write_atomic
 from pixelwise.errors import PixelwiseError, import_optional
@@ -55,6 +54,7 @@ __all__ = ["export_onnx", "read_metadata", "static_same_padding"]
 # of 32 is not zero, and a multiple of 32, where it is; batches of 1 and 2.
 CHECK_SHAPES = ((2, 45, 61), (1, 64, 96), (1, 37, 70))
 CALIBRATION_IMAGES = 32
+CALIBRATION_SIZE = (352, 480)  # the trainer's default crop, for a checkpoint without its run's record
 
 
 # ---------------------------------------------------------------- static "same" padding
@@ -195,9 +195,9 @@ def calibration_paths(ckpt: dict, calibration: list[Path] | None, count: int = C
     if calibration:
         paths = gather_images(calibration)
     else:
-        cfg = TrainConfig.from_dict(ckpt["config"])
+        run = ckpt.get("config", {})  # the training run's record: where its data was
         try:
-            spec = load_spec(cfg.data, cfg.format)
+            spec = load_spec(run.get("data", ""), run.get("format", "auto"))
         except PixelwiseError as err:
             raise PixelwiseError(f"int8 calibration needs typical images, and the checkpoint's dataset is not "
                                  f"readable here ({err}); pass --calibration DIR with ~{count} of them") from None
@@ -303,12 +303,12 @@ def export_onnx(checkpoint: Path, out: Path, *, int8: bool = False, calibration:
         log(f"wrote {out}: fp32, {out.stat().st_size / 1e6:.1f} MB, dynamic batch/height/width, "
             f"{len(proto.graph.node)} nodes, matches the checkpoint at {len(CHECK_SHAPES)} sizes")
         return out
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    crop = tuple(ckpt.get("config", {}).get("crop_size") or CALIBRATION_SIZE)  # the size the network trained at
     images = calibration_paths(ckpt, calibration)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         onnx.save(proto, str(fp32_path))
-        same = quantize_onnx(fp32_path, out, images, cfg.crop_size)
+        same = quantize_onnx(fp32_path, out, images, crop)
     log(f"wrote {out}: int8 (QDQ) calibrated on {len(images)} images, {out.stat().st_size / 1e6:.1f} MB; "
         f"same class as fp32 on {same:.2%} of the calibration pixels")
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.config import TrainConfig
+from pixelwise.checkpoint import infer_scale, model_config
 from pixelwise.errors import PixelwiseError, import_optional
 from pixelwise.version import __version__
 
@@ -23,14 +23,14 @@ RESIZE = ("outside the graph: resize the image by infer_scale (bilinear, half-pi
 def checkpoint_metadata(ckpt: dict, model: torch.nn.Module) -> dict:
     """Everything needed to predict with a model besides its weights, as plain JSON types.
     Written into exported .onnx files (metadata_props, one JSON value a key) and held by engines."""
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    net = model_config(ckpt)
     encoder = model.encoder
     return {
         "pixelwise_version": __version__,
         "class_names": list(ckpt["class_names"]),
         "palette": [[int(v) for v in rgb] for rgb in ckpt["palette"]],
         "ignore_index": int(ckpt["ignore_index"]),
-        "infer_scale": float(cfg.infer_scale),
+        "infer_scale": infer_scale(ckpt),
         "input": GRAPH_INPUT,
         # The graph normalises itself: callers feed 0..1 RGB and never apply these.
         "normalisation": {"inside_graph": True, "formula": "(images - mean) / std, per RGB channel",
@@ -38,7 +38,7 @@ def checkpoint_metadata(ckpt: dict, model: torch.nn.Module) -> dict:
                           "std": [round(float(v), 7) for v in encoder.std.flatten()]},
         "output": GRAPH_OUTPUT,
         "resize": RESIZE,
-        "architecture": {"model": cfg.model, "backbone": cfg.backbone, "upsample": cfg.upsample},
+        "architecture": net.to_dict(),
         "precision": "fp32",  # an int8 export overwrites it
         "checkpoint_sha256": ckpt.get("sha256"),
     }

@@ -274,6 +274,56 @@ def check_resumable(ckpt: dict, cfg: TrainConfig, spec: DatasetSpec, path: Path)
                              "or another --out")
 
 
+def resume_decision(out: Path, resume: bool | str, overwrite: bool, log: Callable[[str], None]) -> bool:
+    """Whether this run continues OUT/last.pt; refuses to start over a run it was not told to replace."""
+    last = out / "last.pt"
+    if resume == "auto":
+        resume = last.is_file()
+        if resume:
+            log(f"--resume auto: continuing the run in {out}")
+    elif resume and not last.is_file():
+        raise PixelwiseError(f"nothing to resume in {out} (no last.pt); drop --resume, or use --resume auto")
+    if last.is_file() and not (resume or overwrite):
+        raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
+                             "replace it with --overwrite, or choose another --out")
+    return bool(resume)
+
+
+def seed_everything(cfg: TrainConfig) -> None:
+    if cfg.deterministic:
+        if cfg.time_budget:
+            raise PixelwiseError("--deterministic needs --epochs: a --time-budget ties the schedule to the clock")
+        torch.use_deterministic_algorithms(True)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+
+def build_trainable(cfg: TrainConfig, num_classes: int, model: torch.nn.Module | None, device, dtype):
+    """-> (the model on its device, its optimizer parameter groups, depthwise convolutions kept in fp32)."""
+    if model is None:
+        model = build_model(cfg, num_classes)
+        strategies.apply_strategy(model, cfg.strategy, cfg.trainable_stages)
+        groups = strategies.parameter_groups(model, cfg.lr, cfg.strategy, cfg.lr_ratio)
+    else:  # a model from outside the registry (a benchmark's peer) trains whole, at one rate
+        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+    if cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = prepare_model(model, device, dtype)
+    fp32_depthwise = depthwise_fp32_in_training(model) if device.type == "cpu" and dtype is not None else 0
+    return model, groups, fp32_depthwise
+
+
+def restore(ckpt: dict, model, optimizer, loader: DataLoader) -> TrainState:
+    """Weights, optimizer, progress and every random stream from a checkpoint."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state = TrainState.from_checkpoint(ckpt)
+    if state.rng:
+        restore_rng(state.rng, loader.generator)
+    return state
+
+
 def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | None = None,
           log: Callable[[str], None] = print, overwrite: bool = False) -> Run:
     """Data, model, optimizer and state, restored from OUT/last.pt when resuming.
@@ -286,25 +336,10 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         log = _quiet
     distributed.check_sync_bn(cfg.sync_bn, device)
     out = Path(cfg.out)
-    last = out / "last.pt"
-    if resume == "auto":
-        resume = last.is_file()
-        if resume:
-            log(f"--resume auto: continuing the run in {out}")
-    elif resume and not last.is_file():
-        raise PixelwiseError(f"nothing to resume in {out} (no last.pt); drop --resume, or use --resume auto")
-    if last.is_file() and not (resume or overwrite):
-        raise PixelwiseError(f"{out} already holds a training run (last.pt); continue it with --resume, "
-                             "replace it with --overwrite, or choose another --out")
-    if cfg.deterministic:
-        if cfg.time_budget:
-            raise PixelwiseError("--deterministic needs --epochs: a --time-budget ties the schedule to the clock")
-        torch.use_deterministic_algorithms(True)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    resume = resume_decision(out, resume, overwrite, log)
+    seed_everything(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = load_checkpoint(last) if resume else None
+    ckpt = load_checkpoint(out / "last.pt") if resume else None
     if ckpt is not None and cfg.strategy == "auto":
         cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
     # every data problem, named, before any work; with --skip-bad the pairs they touch are left out
@@ -313,31 +348,16 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         # the advisor runs once, on rank 0; the others take its decision
         cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
-
     spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, checked, device, log, ctx)
     if ckpt is not None:
-        check_resumable(ckpt, cfg, spec, last)
-    if model is None:
-        model = build_model(cfg, spec.num_classes)
-        strategies.apply_strategy(model, cfg.strategy, cfg.trainable_stages)
-        groups = strategies.parameter_groups(model, cfg.lr, cfg.strategy, cfg.lr_ratio)
-    else:  # a model from outside the registry (a benchmark's peer) trains whole, at one rate
-        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    if cfg.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = prepare_model(model, device, dtype)
-    fp32_depthwise = depthwise_fp32_in_training(model) if device.type == "cpu" and dtype is not None else 0
+        check_resumable(ckpt, cfg, spec, out / "last.pt")
+    model, groups, fp32_depthwise = build_trainable(cfg, spec.num_classes, model, device, dtype)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-
     state = TrainState()
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = TrainState.from_checkpoint(ckpt)
-        if state.rng:
-            restore_rng(state.rng, loader.generator)
-        log(f"resuming from {last} after epoch {state.epoch}")
+        state = restore(ckpt, model, optimizer, loader)
+        log(f"resuming from {out / 'last.pt'} after epoch {state.epoch}")
     processes = f" x {ctx.world} processes" if ctx.enabled else ""
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
         f"validating on {len(val_set)}; batch {loader.batch_size}{processes}, "
@@ -359,7 +379,8 @@ def save_epoch(run: Run, improved: bool, validated: bool) -> None:
         return
     run.state.rng = capture_rng(run.loader.generator)
     ckpt = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
-            "config": run.cfg.to_dict(), "class_names": list(run.spec.class_names),
+            "config": run.cfg.to_dict(), "model_config": run.cfg.model_config.to_dict(),
+            "infer_scale": run.cfg.infer_scale, "class_names": list(run.spec.class_names),
             "ignore_index": run.spec.ignore_index, "palette": run.spec.palette.tolist()}
     save_checkpoint(run.out / "last.pt", **ckpt)
     if improved:
@@ -383,67 +404,87 @@ def write_progress(run: Run, validated: bool) -> None:
     write_atomic(run.out / PROGRESS_FILE, lambda tmp: tmp.write_text(json.dumps(progress)))
 
 
+@dataclass
+class Clock:
+    """The time budget as rank 0 sees it: what is spent, and where each step sits in the schedule."""
+    budget_s: float | None  # None: an epoch count ends training instead
+    t0: float  # when training started, moved back by the time a resumed run had already spent
+    epoch_s: float = 0.0  # the last epoch's training time
+    val_s: float = 0.0  # the last validation's time (0 until the first)
+
+    def spent(self, ctx: Dist) -> bool:
+        """Too little left for a useful (partial) epoch and its validation; rank 0 decides for all."""
+        spent = bool(self.budget_s) and self.budget_s - (time.time() - self.t0) < self.val_s + 0.25 * self.epoch_s
+        return bool(distributed.broadcast_floats([float(spent)], ctx)[0])
+
+    def control(self, epoch: int, steps_per_epoch: int, epochs: int, ctx: Dist) -> Callable[[int], tuple[float, bool]]:
+        """`control(step)` for `train_one_epoch`: schedule position and whether the budget ran out."""
+        deadline = self.t0 + self.budget_s - self.val_s if self.budget_s else None
+
+        def control(step: int) -> tuple[float, bool]:
+            if not self.budget_s:
+                return (epoch + step / steps_per_epoch) / epochs, False
+            progress, stop = distributed.broadcast_floats(
+                [(time.time() - self.t0) / self.budget_s, float(time.time() > deadline)], ctx)
+            return progress, bool(stop)
+
+        return control
+
+
+def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dict, bool]:
+    """Score val, record the epoch in the history. -> (scores, whether they beat the best so far)."""
+    state = run.state
+    v0 = time.time()
+    scores = evaluate(run.model, run.val_set, run.device, run.dtype, run.cfg.batch_size,
+                      run.cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
+    clock.val_s = time.time() - v0
+    improved = scores["mean_iou"] > state.best_mean_iou
+    state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
+    state.history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
+                          "val_pixel_accuracy": scores["pixel_accuracy"],
+                          "images_per_s": stats["images_per_s"], "data_wait_share": stats["data_wait_share"],
+                          "lr": run.optimizer.param_groups[0]["lr"],
+                          "elapsed_min": (time.time() - clock.t0) / 60})
+    return scores, improved
+
+
+def epoch_line(epoch: int, stats: dict, scores: dict | None, improved: bool, elapsed_s: float) -> str:
+    """The log's line for an epoch: for people to read; watchers follow progress.json."""
+    return (f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  "
+            + (f"val mIoU {scores['mean_iou']:.4f}{' *' if improved else '  '}  " if scores else "")
+            + f"{stats['images_per_s']:.1f} img/s ({stats['data_wait_share']:.0%} waiting for data)  "
+            + f"{elapsed_s / 60:.1f} min")
+
+
 def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
     """The epoch loop: train, validate every `val_every` epochs, save; until the epochs or the budget run out."""
     cfg, state = run.cfg, run.state
-    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
-    t0 = time.time() - state.elapsed_s
-    epoch_s = val_s = 0.0
-    steps_per_epoch = len(run.loader)
+    clock = Clock(cfg.time_budget * 60 if cfg.time_budget else None, time.time() - state.elapsed_s)
     # A time budget replaces the epoch count: training runs until the budget is spent.
-    total_epochs = 10**6 if budget_s else cfg.epochs
-
-    def budget_spent() -> bool:  # too little left for a useful (partial) epoch and its validation; rank 0 decides
-        spent = bool(budget_s) and budget_s - (time.time() - t0) < val_s + 0.25 * epoch_s
-        return bool(distributed.broadcast_floats([float(spent)], run.ctx)[0])
-
+    total_epochs = 10**6 if clock.budget_s else cfg.epochs
     for epoch in range(state.epoch, total_epochs):
-        if budget_spent():
-            log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - t0) / 60:.1f} min)")
+        if clock.spent(run.ctx):
+            log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - clock.t0) / 60:.1f} min)")
             break
         run.loader.sampler.set_epoch(epoch)
         run.train_set.epoch = epoch
-        deadline = t0 + budget_s - val_s if budget_s else None
-
-        def control(step: int, epoch=epoch) -> tuple[float, bool]:
-            """Schedule position and whether the budget ran out, as rank 0 sees them."""
-            if not budget_s:
-                return (epoch + step / steps_per_epoch) / cfg.epochs, False
-            progress, stop = distributed.broadcast_floats(
-                [(time.time() - t0) / budget_s, float(time.time() > deadline)], run.ctx)
-            return progress, bool(stop)
-
+        control = clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)
         if cfg.strategy == "progressive":
             unfrozen = strategies.progressive_unfreeze(run.model, control(0)[0])
             log(f"progressive: {len(unfrozen)} of {len(run.model.encoder.stage_prefixes)} encoder stages training")
             run.trained = distributed.wrap(run.model, run.ctx, run.device)  # DDP must see the new trainable set
         stats = train_one_epoch(run.trained, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
                                 control, run.base_lrs, cfg.warmup, epoch=epoch + 1, ctx=run.ctx,
-                                desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"))
-        epoch_s = stats["seconds"]
+                                desc=f"epoch {epoch + 1}" + ("" if clock.budget_s else f"/{cfg.epochs}"))
+        clock.epoch_s = stats["seconds"]
         state.epoch, state.step, state.last_loss = epoch + 1, state.step + stats["steps"], stats["loss"]
         # validate every val_every epochs, always the first of a run (to learn its cost) and the last
-        last = epoch + 1 == total_epochs or budget_spent()
-        validate = last or not val_s or (epoch + 1) % cfg.val_every == 0
-        improved = False
-        if validate:
-            v0 = time.time()
-            scores = evaluate(run.model, run.val_set, run.device, run.dtype, cfg.batch_size,
-                              cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
-            val_s = time.time() - v0
-            improved = scores["mean_iou"] > state.best_mean_iou
-            state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
-            state.history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
-                                  "val_pixel_accuracy": scores["pixel_accuracy"],
-                                  "images_per_s": stats["images_per_s"], "data_wait_share": stats["data_wait_share"],
-                                  "lr": run.optimizer.param_groups[0]["lr"],
-                                  "elapsed_min": (time.time() - t0) / 60})
-        state.elapsed_s = time.time() - t0
+        last = epoch + 1 == total_epochs or clock.spent(run.ctx)
+        validate = last or not clock.val_s or (epoch + 1) % cfg.val_every == 0
+        scores, improved = validate_epoch(run, epoch, stats, clock) if validate else (None, False)
+        state.elapsed_s = time.time() - clock.t0
         save_epoch(run, improved, validate)
-        log(f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  "
-            + (f"val mIoU {scores['mean_iou']:.4f}{' *' if improved else '  '}  " if validate else "")
-            + f"{stats['images_per_s']:.1f} img/s ({stats['data_wait_share']:.0%} waiting for data)  "
-            + f"{state.elapsed_s / 60:.1f} min")
+        log(epoch_line(epoch, stats, scores, improved, state.elapsed_s))
 
 
 def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | None = None,
