@@ -27,7 +27,9 @@ def train(nuclei_root, out, *extra, nproc=1, stderr=None):
         args += ["--nproc", str(nproc)]
     if stderr is not None:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr)
-    return subprocess.run(args, capture_output=True, text=True, check=True)
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]  # the trainer's own words
+    return result
 
 
 def adam_gradients(ckpt: dict) -> dict[str, torch.Tensor]:
