@@ -31,7 +31,7 @@ test: env browser
 	$(PY) -m pytest -q -p no:randomly
 
 test-random: env browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -p randomly
 
 bench: env
 	$(PY) benchmarks/camvid.py --minutes 45 --peer
