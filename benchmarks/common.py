@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,14 @@ def machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU"
+
+
+def run_record() -> dict:
+    """What a results file needs to be traced: the machine, the date, the commit, torch, the command."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit, "torch": torch.__version__,
+            "command": " ".join(["python", *sys.argv])}
 
 
 @torch.no_grad()

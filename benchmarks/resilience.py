@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine
+from common import run_record
 from fuzz_inputs import run_fuzz
 
 from pixelwise.checkpoint import content_digest, load_checkpoint
@@ -117,14 +117,6 @@ def one_vs_two_processes(tmp: Path, seeds=(2,)) -> dict:
     differences = [r["difference_points"] for r in result.values()]
     result["largest_difference_points"] = max(differences, key=abs)
     return result
-
-
-def run_record() -> dict:
-    """What a results file needs to be traced: the machine, the date, the commit, torch, the command."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    return {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit, "torch": torch.__version__,
-            "command": " ".join(["python", *sys.argv])}
 
 
 def main() -> None:

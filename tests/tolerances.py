@@ -12,8 +12,8 @@ import torch
 UNIT_ROUNDOFF = 2.0 ** -24
 
 # A network's logits after reordered sums: each layer's dot products (tens to thousands of terms) drift by
-# about sqrt(n) u ~ 1e-6 of their scale and tens of layers chain them. Measured: 1-2e-6 of the largest logit
-# between eager PyTorch, ONNX Runtime and OpenVINO (AMD EPYC, Intel Xeon). 1e-5 leaves a margin of 5-10x;
+# about sqrt(n) u ~ 1e-6 of their scale and tens of layers chain them. Measured on 2026-12-03: 1-2e-6 of the
+# largest logit between eager PyTorch, ONNX Runtime and OpenVINO (AMD EPYC, Zen 3). 1e-5 leaves 5-10x;
 # a real fault (a wrong resize, a missing layer, a swapped channel) is off by 1e-2 or more.
 NETWORK_RTOL = 1e-5
 

@@ -53,6 +53,7 @@ class ConfusionMatrix:
             "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou)},
         }
 
+
 def check_same_classes(model_classes, data_classes, model_file, data) -> None:
     """A model scores only data labelled with its own classes: name every difference."""
     diffs = class_differences(list(model_classes), list(data_classes))

@@ -28,9 +28,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # Overrides the CPU's detected native precisions: a comma-separated subset of bf16,fp16, or "none" (unset or
-# empty: detect). Tests set
-# it to run each side of every precision choice on any machine, child processes included; a user can set it
-# where detection is wrong (a hypervisor that hides a CPU flag).
+# empty: detect). Tests set it to run each side of every precision choice on any machine, child processes
+# included; a user can set it where detection is wrong (a hypervisor that hides a CPU flag).
 NATIVE_PRECISIONS_ENV = "PIXELWISE_NATIVE_PRECISIONS"
 
 
@@ -171,6 +170,7 @@ class TorchEngine:
     One stream: torch's intra-op threads are per process, so concurrent calls would only fight over them."""
     name = "torch"
     streams = 1
+    on_cpu = True  # the engine contract: logits come back on the CPU
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto", scale: float = 1.0,
                  meta: dict | None = None, exact: bool = True):
@@ -184,7 +184,9 @@ class TorchEngine:
         """A model already on its device at its precision (training's, validated as it trains)."""
         engine = cls.__new__(cls)
         engine.model, engine.device, engine.dtype, engine.scale, engine.meta = model, device, dtype, scale, None
+        engine.on_cpu = False  # validation takes the argmax where the logits are: no copy of them to the host
         return engine
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, images, self.device, self.dtype, self.scale).cpu()
+        logits = predict_logits(self.model, images, self.device, self.dtype, self.scale)
+        return logits.cpu() if self.on_cpu else logits
