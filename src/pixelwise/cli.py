@@ -221,7 +221,7 @@ def load_predictor(args, streams: int = 1):
 
 def cmd_predict(args) -> None:
     from pixelwise.runtime import physical_cores
-    from pixelwise.inference.pipeline import predict_folder
+    from pixelwise.inference.pipeline import predict_folder, runs_side_by_side
     from pixelwise.data.io import gather_images
     from pixelwise.inference.tiling import check_tiling
 
@@ -230,9 +230,7 @@ def cmd_predict(args) -> None:
     check_outputs(images, out)
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)  # refused before the model loads
-    # Several whole images at once, one a core, get the most through an exported graph (see
-    # inference.pipeline); one image, tiles or batches run as one call over every core.
-    side_by_side = len(images) > 1 and args.tile is None and args.batch_size in (None, 1)
+    side_by_side = runs_side_by_side(len(images), args.batch_size, args.tile)
     predictor = load_predictor(args, streams=physical_cores() if side_by_side else 1)
     on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
     batch_size = args.batch_size or (8 if on_gpu else 1)

@@ -90,3 +90,26 @@ def test_folder_without_classes_txt_says_how_to_fix(tmp_path):
     write_pair(tmp_path / "d" / "images" / "a.png", tmp_path / "d" / "masks" / "a.png")
     with pytest.raises(DataError, match="classes.txt: missing"):
         load_spec(tmp_path / "d")
+
+
+def test_training_and_the_checker_read_a_layout_the_same_way(tmp_path):
+    from pixelwise.data.checks import MISSING_IMAGE, MISSING_MASK, list_samples
+
+    root = tmp_path / "VOC"
+    for stem in ("a", "b"):
+        write_pair(root / "JPEGImages" / f"{stem}.jpg", root / "SegmentationClass" / f"{stem}.png", labels=(0, 1))
+    write_pair(root / "JPEGImages" / "c.jpg", tmp_path / "elsewhere.png")  # c has no mask
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\n")
+    spec = load_spec(root)
+    _, samples, problems = list_samples(root)
+    assert [(s.split, s.image, s.mask) for s in samples] == [("train", i, m) for i, m in spec.splits["train"]]
+    assert problems == []
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("c\nd\n")
+    with pytest.raises(DataError, match=r"val.txt: lists 'd' but JPEGImages/ has no such image"):
+        load_spec(root)
+    _, _, problems = list_samples(root)
+    assert [(p.kind, p.path.name) for p in problems] == [(MISSING_IMAGE, "val.txt"), (MISSING_MASK, "c.jpg")]
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("c\n")
+    with pytest.raises(DataError, match=r"c.jpg: no mask for this image; expected .*SegmentationClass/c.png"):
+        load_spec(root)

@@ -129,12 +129,12 @@ def test_an_engine_with_streams_predicts_whole_images_side_by_side_with_the_same
 
 
 def test_a_failed_write_stops_the_side_by_side_run(photos, tmp_path, monkeypatch):
-    import pixelwise.inference.pipeline as pipeline
+    import pixelwise.inference.predict as predict
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_outputs", disk_full)
+    monkeypatch.setattr(predict, "write_outputs", disk_full)
     with pytest.raises(OSError, match="No space left"):
         predict_folder(Predictor(StreamedColourEngine(), ["r", "g", "b", "d"], default_palette(4), 255),
                        [photos / "img0.jpg", photos / "img1.png"], tmp_path / "out")

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pixelwise.data.dataset import fits_in_memory
 from pixelwise.data.duplicates import file_digest, group_hashes, perceptual_hash, popcount
-from pixelwise.data.formats import (SPLITS, DatasetSpec, detect_format, find_mask, hash_split, images_in,
+from pixelwise.data.formats import (LISTERS, DatasetSpec, Listing, Sample, detect_format, hash_split, images_in,
                                     read_header, resolve_format)
 from pixelwise.data.io import (IMAGE_SUFFIXES, exif_orientation, load_image, to_rgb_array, upright, write_atomic,
                                write_label_png)
@@ -126,6 +127,7 @@ class CheckReport:
     problems: list[Problem]
     stats: DatasetStats
     fixed: list[Fixed] = field(default_factory=list)  # what `fix=True` changed before this (re-)check
+    decoded: dict[Path, np.ndarray] = field(default_factory=dict, repr=False)  # arrays check_samples was asked to keep
 
     @property
     def ok(self) -> bool:
@@ -136,113 +138,31 @@ class CheckReport:
         return [p.line() for p in self.problems]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """An image the layout uses, its split, and its mask if it has one."""
-    split: str
-    image: Path
-    mask: Path | None
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Listing: the same layouts as formats.load_spec, but every missing file is a Problem instead of an exception.
+# Listing: formats' one lister per layout; every gap it finds is a Problem here, where load_spec raises.
 
-def _mask_or_none(mask_dir: Path, image: Path) -> Path | None:
-    try:
-        return find_mask(mask_dir, image)
-    except DataError:
-        return None
-
-
-def _stray_masks(mask_dir: Path, images: list[Path]) -> list[Path]:
-    """Masks whose name matches no image (the matching rule of formats.find_mask)."""
-    stems, names = {p.stem for p in images}, {p.name for p in images}
-    return [m for m in images_in(mask_dir) if m.stem not in stems and m.name not in names]
-
-
-def _pairing_problems(samples: list[Sample], strays: list[Path],
-                      mask_dir_of: Callable[[Sample], Path]) -> list[Problem]:
-    problems = []
-    for s in samples:
+def _pairing_problems(listing: Listing) -> list[Problem]:
+    problems = [Problem(list_file, MISSING_IMAGE, f"lists '{stem}' but {folder}/ has no such image",
+                        f"add {folder}/{stem}.jpg (or .png), or delete the line")
+                for list_file, stem, folder in listing.missing_images]
+    for s in listing.samples:
         if s.mask is None:
-            expected = mask_dir_of(s) / f"{s.image.stem}.png"
+            expected = listing.mask_dirs[s.split] / f"{s.image.stem}.png"
             problems.append(Problem(s.image, MISSING_MASK, "image has no mask",
                                     f"draw its mask as {expected}, or remove the image from the dataset"))
-    for m in strays:
+    for m in listing.stray_masks:
         problems.append(Problem(m, STRAY_MASK, f"mask has no image (no {m.stem}.* beside the other images)",
                                 "restore the image, rename the mask to match it, or --fix moves the mask aside",
                                 auto_fix=True))
     return problems
 
 
-def _missing_image(list_file: Path, stem: str, image_dir: str) -> Problem:
-    return Problem(list_file, MISSING_IMAGE, f"lists '{stem}' but {image_dir}/ has no such image",
-                   f"add {image_dir}/{stem}.jpg (or .png), or delete the line")
-
-
-def _list_camvid(root: Path) -> tuple[list[Sample], list[Problem]]:
-    samples, strays = [], []
-    for split in SPLITS:
-        images, mask_dir = images_in(root / split), root / f"{split}annot"
-        samples += [Sample(split, img, _mask_or_none(mask_dir, img)) for img in images]
-        strays += _stray_masks(mask_dir, images)
-    return samples, _pairing_problems(samples, strays, lambda s: root / f"{s.split}annot")
-
-
-def _find_voc_image(root: Path, stem: str) -> Path | None:
-    image = root / "JPEGImages" / f"{stem}.jpg"
-    if image.is_file():
-        return image
-    found = [p for p in (root / "JPEGImages").glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    return found[0] if found else None
-
-
-def _list_voc(root: Path) -> tuple[list[Sample], list[Problem]]:
-    samples, problems = [], []
-    for split in SPLITS:
-        list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not list_file.is_file():
-            continue
-        for stem in list_file.read_text().split():
-            image = _find_voc_image(root, stem)
-            if image is None:
-                problems.append(_missing_image(list_file, stem, "JPEGImages"))
-            else:
-                samples.append(Sample(split, image, _mask_or_none(root / "SegmentationClass", image)))
-    # JPEGImages may hold detection-only photos that no list names: only listed images need masks.
-    strays = _stray_masks(root / "SegmentationClass", images_in(root / "JPEGImages"))
-    return samples, problems + _pairing_problems(samples, strays, lambda s: root / "SegmentationClass")
-
-
-def _list_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
-    all_images = images_in(root / "images")
-    images = {p.stem: p for p in all_images}
-    mask_dir = root / "masks"
-    split_files = {s: root / "splits" / f"{s}.txt" for s in SPLITS}
-    samples, problems = [], []
-    if any(f.is_file() for f in split_files.values()):
-        for split, list_file in split_files.items():
-            if not list_file.is_file():
-                continue
-            for stem in list_file.read_text().split():
-                if stem in images:
-                    samples.append(Sample(split, images[stem], _mask_or_none(mask_dir, images[stem])))
-                else:
-                    problems.append(_missing_image(list_file, stem, "images"))
-    else:
-        samples = [Sample(hash_split(stem), img, _mask_or_none(mask_dir, img)) for stem, img in images.items()]
-    return samples, problems + _pairing_problems(samples, _stray_masks(mask_dir, all_images), lambda s: mask_dir)
-
-
-LISTERS = {"camvid": _list_camvid, "voc": _list_voc, "folder": _list_folder}
-
-
 def list_samples(root: str | Path, format: str = "auto") -> tuple[DatasetSpec, list[Sample], list[Problem]]:
     """-> (header spec with no pairs, every sample the layout uses, pairing problems). Never raises for a missing
     mask or image: those are problems. Raises DataError only when there is no dataset to check."""
     root, fmt = resolve_format(root, format)
-    header = read_header(root, fmt)
-    samples, problems = LISTERS[fmt](root)
+    header, listing = read_header(root, fmt), LISTERS[fmt](root)
+    samples, problems = listing.samples, _pairing_problems(listing)
     if not samples and not problems:
         raise DataError(f"{root}: no image in this {fmt} dataset (looked for {', '.join(IMAGE_SUFFIXES)} files)")
     return header, samples, problems
@@ -281,6 +201,7 @@ class _ImageFacts:
     orientation: int = 1
     phash: int | None = None
     digest: str | None = None
+    pixels: np.ndarray | None = None  # HxWx3 uint8 as io.read_image gives it, when kept
 
 
 @dataclass
@@ -289,6 +210,7 @@ class _MaskFacts:
     size: tuple[int, int] | None = None
     values: np.ndarray | None = None  # label values present
     counts: np.ndarray | None = None  # pixels of each value
+    labels: np.ndarray | None = None  # HxW as io.read_mask gives it (uint8 when it fits), when kept
 
 
 def _open(path: Path) -> tuple[Image.Image | None, str]:
@@ -305,7 +227,7 @@ def _unreadable(path: Path, why: str, what: str) -> Problem:
                    f"re-export or re-download it, or remove it and its {'mask' if what == 'image' else 'image'}")
 
 
-def _inspect_image(path: Path) -> _ImageFacts:
+def _inspect_image(path: Path, keep: bool = False) -> _ImageFacts:
     img, why = _open(path)
     if img is None:
         return _ImageFacts([_unreadable(path, why, "image")])
@@ -313,7 +235,7 @@ def _inspect_image(path: Path) -> _ImageFacts:
     rgb = to_rgb_array(upright(img))
     # The decoded pixels feed the perceptual hash here, so duplicates cost no second decode.
     return _ImageFacts([], raw_size=img.size, size=(rgb.shape[1], rgb.shape[0]), orientation=orientation,
-                       phash=perceptual_hash(rgb), digest=file_digest(path))
+                       phash=perceptual_hash(rgb), digest=file_digest(path), pixels=rgb if keep else None)
 
 
 def label_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +292,7 @@ def _mask_labels(path: Path, img: Image.Image, lookup: dict[int, int]) -> tuple[
                           "save it as a greyscale or palette PNG whose pixel values are the class indices")]
 
 
-def _inspect_mask(path: Path, lookup: dict[int, int]) -> _MaskFacts:
+def _inspect_mask(path: Path, lookup: dict[int, int], keep: bool = False) -> _MaskFacts:
     img, why = _open(path)
     if img is None:
         return _MaskFacts([_unreadable(path, why, "mask")])
@@ -379,7 +301,10 @@ def _inspect_mask(path: Path, lookup: dict[int, int]) -> _MaskFacts:
     if labels is None:
         return _MaskFacts(problems)
     values, counts = label_counts(labels)
-    return _MaskFacts(problems, size=img.size, values=values, counts=counts)
+    if keep and not problems:  # a cache's form: uint8 takes an eighth of int64's memory
+        kept = labels.astype(np.uint8 if values.size and 0 <= values[0] and values[-1] < 256 else np.int64)
+    return _MaskFacts(problems, size=img.size, values=values, counts=counts,
+                      labels=kept if keep and not problems else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -478,12 +403,13 @@ def _stats(header: DatasetSpec, samples: list[Sample], images: dict[Path, _Image
 # ---------------------------------------------------------------------------------------------------------------
 # The checker.
 
-def _decode_all(samples: list[Sample], lookup: dict[int, int], workers: int | None
+def _decode_all(samples: list[Sample], lookup: dict[int, int], workers: int | None, keep: frozenset[Path] = frozenset()
                 ) -> tuple[dict[Path, _ImageFacts], dict[Path, _MaskFacts]]:
-    """Decode every distinct image and mask once. -> facts by path."""
+    """Decode every distinct image and mask once. -> facts by path, with the pixels of the paths in `keep`."""
     image_paths = list(dict.fromkeys(s.image for s in samples))
     mask_paths = list(dict.fromkeys(s.mask for s in samples if s.mask is not None))
-    jobs = [partial(_inspect_image, p) for p in image_paths] + [partial(_inspect_mask, p, lookup) for p in mask_paths]
+    jobs = [partial(_inspect_image, p, p in keep) for p in image_paths]
+    jobs += [partial(_inspect_mask, p, lookup, p in keep) for p in mask_paths]
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
         results = list(tqdm(pool.map(lambda job: job(), jobs), total=len(jobs), desc="checking data", unit="file",
                             leave=False, disable=len(jobs) < 100))
@@ -491,10 +417,11 @@ def _decode_all(samples: list[Sample], lookup: dict[int, int], workers: int | No
 
 
 def check_samples(header: DatasetSpec, samples: list[Sample], pairing: list[Problem] = (),
-                  workers: int | None = None) -> CheckReport:
-    """Decode and check `samples` of the dataset described by `header`; `pairing`: problems already found."""
+                  workers: int | None = None, keep: frozenset[Path] = frozenset()) -> CheckReport:
+    """Decode and check `samples` of the dataset described by `header`; `pairing`: problems already found.
+    The decoded arrays of the files in `keep` that have no problem of their own are in `report.decoded`."""
     lookup = palette_lookup(header.class_names, header.ignore_index, header.palette)
-    images, masks = _decode_all(samples, lookup, workers)
+    images, masks = _decode_all(samples, lookup, workers, keep)
     problems = list(pairing)
     for facts in [*images.values(), *masks.values()]:
         problems += facts.problems
@@ -506,8 +433,10 @@ def check_samples(header: DatasetSpec, samples: list[Sample], pairing: list[Prob
         problems += [p for p in found if p is not None]
     problems += _duplicate_problems(samples, images)
     problems = list(dict.fromkeys(problems))  # an image listed twice is still one bad file
+    decoded = {path: facts.pixels for path, facts in images.items() if facts.pixels is not None}
+    decoded |= {path: facts.labels for path, facts in masks.items() if facts.labels is not None}
     return CheckReport(header.root, header.format, header.class_names, header.ignore_index, header.palette,
-                       problems, _stats(header, samples, images, masks))
+                       problems, _stats(header, samples, images, masks), decoded=decoded)
 
 
 def check_spec(spec: DatasetSpec, workers: int | None = None) -> CheckReport:
@@ -549,15 +478,21 @@ def problems_error(report: CheckReport, kinds: frozenset[str] | None = BLOCKING_
 
 
 def check_before_use(root: str | Path, format: str = "auto", log: Callable[[str], None] = print,
-                     skip_bad: bool = False) -> tuple[DatasetSpec, list[Problem]]:
+                     skip_bad: bool = False, keep_decoded: bool = False) -> tuple[DatasetSpec, list[Problem]]:
     """What `train` and `advise` run first: the whole checker, so one code path judges a dataset.
 
     Problems that break training stop here, naming every file, unless `skip_bad`: then each image whose
     image or mask has such a problem is left out, named in the log, and returned so that the caller can
     list it again at the end: nothing is dropped silently. Duplicates and leakage are logged and training
-    goes on. -> (the spec of the usable pairs, the problems that made pairs skipped)."""
+    goes on. -> (the spec of the usable pairs, the problems that made pairs skipped).
+
+    With `keep_decoded`, the train and val arrays the checker decoded stay in `spec.decoded` when they fit in
+    memory (`fits_in_memory`), so that training decodes no file twice."""
     header, samples, pairing = list_samples(root, format)
-    report = check_samples(header, samples, pairing)
+    used = [(s.image, s.mask) for s in samples if s.split in ("train", "val") and s.mask is not None]
+    keep = frozenset(path for pair in used for path in pair) if keep_decoded and used and fits_in_memory(used) \
+        else frozenset()
+    report = check_samples(header, samples, pairing, keep=keep)
     if not skip_bad:
         raise_for_problems(report)
     blocking = [p for p in report.problems if p.kind in BLOCKING_KINDS]
@@ -566,6 +501,7 @@ def check_before_use(root: str | Path, format: str = "auto", log: Callable[[str]
     for sample in samples:
         if sample.mask is not None and sample.image not in bad and sample.mask not in bad:
             spec.splits.setdefault(sample.split, []).append((sample.image, sample.mask))
+            spec.decoded |= {p: report.decoded[p] for p in (sample.image, sample.mask) if p in report.decoded}
     for problem in blocking:
         log(f"skipped: {problem.line()}")
     kinds = Counter(p.kind for p in report.problems if p.kind not in BLOCKING_KINDS)

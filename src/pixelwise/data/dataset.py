@@ -8,7 +8,7 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.io import open_image, read_image, read_mask
 from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import DataError
 
@@ -25,12 +25,22 @@ def check_mask(mask: np.ndarray, image: np.ndarray, mask_path: Path, image_path:
                         f"(0-{num_classes - 1}, {ignore_index} = ignore)")
 
 
+def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
+    """Estimate decoded size from the first image's header (RGB + uint8 mask = 4 bytes a pixel)."""
+    try:
+        w, h = open_image(pairs[0][0]).size
+    except DataError:
+        return True  # unreadable: preload will name the file
+    return w * h * 4 * len(pairs) < limit_bytes
+
+
 class SegmentationDataset(Dataset):
     """Decoded, checked samples. With `cache=True` decoded arrays stay in memory: on a CPU
-    box decoding PNGs every epoch would steal the cores the model needs."""
+    box decoding PNGs every epoch would steal the cores the model needs. `decoded`: arrays the data checker
+    already decoded and validated, by path (`DatasetSpec.decoded`), read instead of their files."""
 
     def __init__(self, pairs, num_classes: int, ignore_index: int, transform=None, cache: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, decoded: dict[Path, np.ndarray] | None = None):
         self.pairs = list(pairs)
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.transform = transform
@@ -38,6 +48,7 @@ class SegmentationDataset(Dataset):
         # resume loads the sample, which exact resume and multi-process training both rely on.
         self.seed, self.epoch = seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self._decoded = decoded or {}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -47,8 +58,11 @@ class SegmentationDataset(Dataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path)
-        check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
+        if image_path in self._decoded and mask_path in self._decoded:
+            image, mask = self._decoded[image_path], self._decoded[mask_path]
+        else:
+            image, mask = read_image(image_path), read_mask(mask_path)
+            check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
         if self._cache is not None:
             # uint8 masks take an eighth of the memory of int64 ones
             self._cache[index] = (image, mask.astype(np.uint8) if mask.max() < 256 else mask)

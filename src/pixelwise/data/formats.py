@@ -1,7 +1,8 @@
 """Dataset layouts on disk: CamVid/SegNet, PASCAL VOC and a plain images/masks folder.
 
-Each loader turns a root folder into a `DatasetSpec`: class names, the ignore value,
-a palette and, per split, the (image, mask) file pairs. Nothing is decoded here.
+One lister per layout reads a root folder's files, gaps included (`Listing`); `load_spec` turns
+that into a `DatasetSpec` (class names, the ignore value, a palette and, per split, the
+(image, mask) file pairs) and the data checker into problems. Nothing is decoded here.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class DatasetSpec:
     ignore_index: int
     splits: dict[str, list[Pair]] = field(default_factory=dict)
     palette: np.ndarray | None = None
+    # Arrays the data checker already decoded and validated, by path, as io.read_image/read_mask give them
+    # (masks as uint8 when they fit): a dataset built on this spec reads these instead of the files.
+    decoded: dict[Path, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -100,34 +104,70 @@ def read_header(root: Path, fmt: str) -> DatasetSpec:
     return DatasetSpec(root, fmt, names, ignore_index=255, palette=default_palette(len(names)))
 
 
-def load_camvid(root: Path) -> DatasetSpec:
-    spec = read_header(root, "camvid")
-    for split in SPLITS:
-        images = images_in(root / split)
-        if images:
-            spec.splits[split] = [(img, find_mask(root / f"{split}annot", img)) for img in images]
-    return spec
+@dataclass(frozen=True)
+class Sample:
+    """An image the layout uses, its split, and its mask if it has one."""
+    split: str
+    image: Path
+    mask: Path | None
 
 
-def load_voc(root: Path) -> DatasetSpec:
-    spec = read_header(root, "voc")
-    lists = root / "ImageSets" / "Segmentation"
+@dataclass
+class Listing:
+    """What a layout's files say, read once with its gaps: `load_spec` raises at the first gap, the data
+    checker reports every one."""
+    samples: list[Sample]
+    mask_dirs: dict[str, Path]  # split -> the folder its masks live in
+    missing_images: list[tuple[Path, str, str]] = field(default_factory=list)  # (list file, stem, image folder)
+    stray_masks: list[Path] = field(default_factory=list)  # masks whose name matches no image
+
+
+def mask_or_none(mask_dir: Path, image: Path) -> Path | None:
+    try:
+        return find_mask(mask_dir, image)
+    except DataError:
+        return None
+
+
+def stray_masks(mask_dir: Path, images: list[Path]) -> list[Path]:
+    """Masks whose name matches no image (the matching rule of find_mask)."""
+    stems, names = {p.stem for p in images}, {p.name for p in images}
+    return [m for m in images_in(mask_dir) if m.stem not in stems and m.name not in names]
+
+
+def list_camvid(root: Path) -> Listing:
+    listing = Listing([], {split: root / f"{split}annot" for split in SPLITS})
     for split in SPLITS:
-        list_file = lists / f"{split}.txt"
+        images, mask_dir = images_in(root / split), listing.mask_dirs[split]
+        listing.samples += [Sample(split, img, mask_or_none(mask_dir, img)) for img in images]
+        listing.stray_masks += stray_masks(mask_dir, images)
+    return listing
+
+
+def find_voc_image(root: Path, stem: str) -> Path | None:
+    image = root / "JPEGImages" / f"{stem}.jpg"
+    if image.is_file():
+        return image
+    found = [p for p in (root / "JPEGImages").glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    return found[0] if found else None
+
+
+def list_voc(root: Path) -> Listing:
+    mask_dir = root / "SegmentationClass"
+    listing = Listing([], dict.fromkeys(SPLITS, mask_dir))
+    for split in SPLITS:
+        list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.is_file():
             continue
-        pairs = []
         for stem in list_file.read_text().split():
-            image = root / "JPEGImages" / f"{stem}.jpg"
-            if not image.is_file():
-                found = [p for p in (root / "JPEGImages").glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]
-                if not found:
-                    raise DataError(f"{list_file}: lists '{stem}' but there is no image JPEGImages/{stem}.jpg")
-                image = found[0]
-            pairs.append((image, find_mask(root / "SegmentationClass", image)))
-        if pairs:
-            spec.splits[split] = pairs
-    return spec
+            image = find_voc_image(root, stem)
+            if image is None:
+                listing.missing_images.append((list_file, stem, "JPEGImages"))
+            else:
+                listing.samples.append(Sample(split, image, mask_or_none(mask_dir, image)))
+    # JPEGImages may hold detection-only photos that no list names: only listed images need masks.
+    listing.stray_masks = stray_masks(mask_dir, images_in(root / "JPEGImages"))
+    return listing
 
 
 def hash_split(stem: str, val_percent: int = 10) -> str:
@@ -135,27 +175,27 @@ def hash_split(stem: str, val_percent: int = 10) -> str:
     return "val" if zlib.crc32(stem.encode()) % 100 < val_percent else "train"
 
 
-def load_folder(root: Path) -> DatasetSpec:
-    spec = read_header(root, "folder")
-    images = {p.stem: p for p in images_in(root / "images")}
+def list_folder(root: Path) -> Listing:
+    all_images = images_in(root / "images")
+    images = {p.stem: p for p in all_images}
+    mask_dir = root / "masks"
+    listing = Listing([], dict.fromkeys(SPLITS, mask_dir), stray_masks=stray_masks(mask_dir, all_images))
     split_files = {s: root / "splits" / f"{s}.txt" for s in SPLITS}
-    if any(f.is_file() for f in split_files.values()):
-        for split, list_file in split_files.items():
-            if not list_file.is_file():
-                continue
-            stems = list_file.read_text().split()
-            missing = [s for s in stems if s not in images]
-            if missing:
-                raise DataError(f"{list_file}: lists '{missing[0]}' but images/ has no such image")
-            if stems:
-                spec.splits[split] = [(images[s], find_mask(root / "masks", images[s])) for s in stems]
-    else:
-        for stem, image in images.items():
-            spec.splits.setdefault(hash_split(stem), []).append((image, find_mask(root / "masks", image)))
-    return spec
+    if not any(f.is_file() for f in split_files.values()):
+        listing.samples = [Sample(hash_split(stem), img, mask_or_none(mask_dir, img)) for stem, img in images.items()]
+        return listing
+    for split, list_file in split_files.items():
+        if not list_file.is_file():
+            continue
+        for stem in list_file.read_text().split():
+            if stem in images:
+                listing.samples.append(Sample(split, images[stem], mask_or_none(mask_dir, images[stem])))
+            else:
+                listing.missing_images.append((list_file, stem, "images"))
+    return listing
 
 
-LOADERS = {"camvid": load_camvid, "voc": load_voc, "folder": load_folder}
+LISTERS = {"camvid": list_camvid, "voc": list_voc, "folder": list_folder}
 
 
 def resolve_format(root: str | Path, format: str = "auto") -> tuple[Path, str]:
@@ -169,9 +209,18 @@ def resolve_format(root: str | Path, format: str = "auto") -> tuple[Path, str]:
 
 
 def load_spec(root: str | Path, format: str = "auto") -> DatasetSpec:
-    """Find the layout of `root` and list its splits. Raises DataError for an empty or unknown dataset."""
+    """Find the layout of `root` and list its splits. Raises DataError for an image without its mask, a listed
+    image that is not there, or an empty or unknown dataset."""
     root, fmt = resolve_format(root, format)
-    spec = LOADERS[fmt](root)
+    spec, listing = read_header(root, fmt), LISTERS[fmt](root)
+    if listing.missing_images:
+        list_file, stem, folder = listing.missing_images[0]
+        raise DataError(f"{list_file}: lists '{stem}' but {folder}/ has no such image")
+    for sample in listing.samples:
+        if sample.mask is None:
+            expected = listing.mask_dirs[sample.split] / f"{sample.image.stem}.png"
+            raise DataError(f"{sample.image}: no mask for this image; expected {expected}")
+        spec.splits.setdefault(sample.split, []).append((sample.image, sample.mask))
     if not any(spec.splits.values()):
         raise DataError(f"{root}: no usable image in this {fmt} dataset (looked for "
                         f"{', '.join(IMAGE_SUFFIXES)} files with masks)")

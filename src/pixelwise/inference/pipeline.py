@@ -20,9 +20,9 @@ PIL and numpy release the GIL while they decode, take the argmax, blend and comp
 threads run beside the model's own intra-op threads; they are given a lower CPU priority so that the
 model, the slowest stage, is kept busy first.
 
-Either way every queue is bounded, so memory stays flat however many images there are, and the
-output files are exactly those of `Predictor.predict_to_files`: <stem>.png (class indices, palette)
-and <stem>_overlay.png.
+Either way every queue is bounded, so memory stays flat however many images there are, and every
+step (read, predict, write) is the `Predictor`'s own: the output files are exactly those of
+`Predictor.predict_to_files`, <stem>.png (class indices, palette) and <stem>_overlay.png.
 """
 from __future__ import annotations
 
@@ -38,10 +38,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from pixelwise.data.io import read_image
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference.predict import write_outputs
-from pixelwise.inference.tiling import check_tiling, class_argmax, predict_tiled, to_batch
+from pixelwise.inference.predict import Predictor
+from pixelwise.inference.tiling import check_tiling, class_argmax
 
 
 @dataclass
@@ -52,13 +51,18 @@ class PredictSummary:
     images_per_s: float = 0.0
 
 
-def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int = 1, overlay: bool = True,
+def runs_side_by_side(images: int, batch_size: int | None, tile: int | None) -> bool:
+    """Whether a folder is predicted side by side, given an engine with several streams: whole images of
+    a folder, one a stream. One image, tiles or batches run as one call over every core instead."""
+    return images > 1 and tile is None and batch_size in (None, 1)
+
+
+def predict_folder(predictor: Predictor, images: list[Path], out: Path, *, batch_size: int = 1, overlay: bool = True,
                    tile: int | None = None, overlap: int = 128, workers: int = 2,
                    log: Callable[[str], None] = print) -> PredictSummary:
     """Predict `images` into `out`: <stem>.png and, with `overlay`, <stem>_overlay.png per image.
 
-    predictor: a `Predictor` (its `engine` and `palette` are used). An engine with several `streams`
-    predicts images side by side, one a stream (when `batch_size` is 1 and there is no `tile`).
+    An engine with several `streams` predicts images side by side, one a stream (`runs_side_by_side`).
     Otherwise images of equal size go through the engine `batch_size` at a time, or with `tile` tile
     by tile (`predict_tiled`), while `workers` threads decode and as many write. An image that cannot
     be read is logged, listed in `failed` and skipped; it never stops the run."""
@@ -78,7 +82,7 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
             bar.update(1)
 
         streams = getattr(predictor.engine, "streams", 1)  # an engine of the user's own may not say
-        if streams > 1 and batch_size == 1 and tile is None:
+        if streams > 1 and runs_side_by_side(len(images), batch_size, tile):
             summary.written = _side_by_side(predictor, images, out, overlay, streams, skip, bar)
         else:
             summary.written = _overlapped(predictor, images, out, batch_size, overlay, tile, overlap, workers,
@@ -88,15 +92,15 @@ def predict_folder(predictor, images: list[Path], out: Path, *, batch_size: int 
     return summary
 
 
-def _side_by_side(predictor, images: list[Path], out: Path, overlay: bool, streams: int, skip, bar) -> int:
+def _side_by_side(predictor: Predictor, images: list[Path], out: Path, overlay: bool, streams: int, skip,
+                  bar) -> int:
     """`streams` threads, each taking one image from file to files. -> images written"""
     def one(path: Path) -> tuple[Path, PixelwiseError | None]:
         try:
-            rgb = read_image(path)
+            rgb = predictor.as_rgb(path)
         except PixelwiseError as err:  # one bad file must not stop a folder of good ones
             return path, err
-        labels = class_argmax(predictor.engine.logits(to_batch([rgb]))[0])
-        write_outputs(out, path, rgb, labels, predictor.palette, overlay)
+        predictor.write(out, path, rgb, predictor.predict(rgb), overlay)
         return path, None
 
     written = 0
@@ -118,7 +122,7 @@ def _side_by_side(predictor, images: list[Path], out: Path, overlay: bool, strea
     return written
 
 
-def _overlapped(predictor, images: list[Path], out: Path, batch_size: int, overlay: bool, tile: int | None,
+def _overlapped(predictor: Predictor, images: list[Path], out: Path, batch_size: int, overlay: bool, tile: int | None,
                 overlap: int, workers: int, skip, bar) -> int:
     """Decode and write in helper threads around one model call at a time. -> images written"""
     # a huge image is decoded one ahead only: several would not fit in memory at once
@@ -126,24 +130,23 @@ def _overlapped(predictor, images: list[Path], out: Path, batch_size: int, overl
     with ThreadPoolExecutor(workers, "pixelwise-decode", _yield_cpu) as decoders, \
             ThreadPoolExecutor(workers, "pixelwise-write", _yield_cpu) as writer_pool:
         writes = _InFlight(writer_pool, limit=1 if tile else batch_size + 2 * workers)
-        decoded = _decode(decoders, images, ahead, skip)
+        decoded = _decode(decoders, images, ahead, skip, predictor.as_rgb)
         for batch in (([item] for item in decoded) if tile else equal_size_batches(decoded, batch_size)):
             rgbs = [rgb for _, rgb in batch]
             if tile:
-                results = [predict_tiled(predictor.engine, rgb, tile, overlap) for rgb in rgbs]
+                results = [predictor.predict_tiled(rgb, tile, overlap) for rgb in rgbs]
             else:  # (N, C, H, W) logits; the writers take the argmax, off the model's thread
-                results = predictor.engine.logits(to_batch(rgbs))
+                results = predictor.batch_logits(rgbs)
             for (path, rgb), result in zip(batch, results):
-                writes.submit(_write, out, path, rgb, result, predictor.palette, overlay)
+                writes.submit(_write, predictor, out, path, rgb, result, overlay)
             bar.update(len(batch))
         writes.drain()
     return writes.finished
 
 
-def _write(out: Path, path: Path, rgb: np.ndarray, result, palette: np.ndarray, overlay: bool) -> None:
+def _write(predictor: Predictor, out: Path, path: Path, rgb: np.ndarray, result, overlay: bool) -> None:
     """result: HxW uint8 labels, or (C, H, W) logits to take them from."""
-    labels = result if isinstance(result, np.ndarray) else class_argmax(result)
-    write_outputs(out, path, rgb, labels, palette, overlay)
+    predictor.write(out, path, rgb, result if isinstance(result, np.ndarray) else class_argmax(result), overlay)
 
 
 def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int,
@@ -171,20 +174,21 @@ def equal_size_batches(items: Iterable[tuple[Path, np.ndarray]], batch_size: int
 
 
 def _decode(pool: ThreadPoolExecutor, images: list[Path], ahead: int,
-            skip: Callable[[Path, PixelwiseError], None]) -> Iterator[tuple[Path, np.ndarray]]:
+            skip: Callable[[Path, PixelwiseError], None], read: Callable[[Path], np.ndarray]
+            ) -> Iterator[tuple[Path, np.ndarray]]:
     """(path, HxWx3 uint8) in input order, decoded up to `ahead` images in advance; unreadable
     images go to `skip` instead."""
     pending: deque[tuple[Path, Future]] = deque()
     queue = iter(images)
     for path in queue:
-        pending.append((path, pool.submit(read_image, path)))
+        pending.append((path, pool.submit(read, path)))
         if len(pending) >= ahead:
             break
     while pending:
         path, future = pending.popleft()
         next_path = next(queue, None)
         if next_path is not None:
-            pending.append((next_path, pool.submit(read_image, next_path)))
+            pending.append((next_path, pool.submit(read, next_path)))
         try:
             yield path, future.result()
         except PixelwiseError as err:  # one bad file must not stop a folder of good ones

@@ -12,7 +12,7 @@ from pixelwise.data.io import FAST_PNG, read_image, save_png_atomic, to_rgb_arra
 from pixelwise.data.io import overlay as blend_overlay
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference.selection import create_engine
-from pixelwise.inference.tiling import class_argmax, to_batch
+from pixelwise.inference.tiling import class_argmax, predict_tiled, to_batch
 
 
 class Predictor:
@@ -48,6 +48,14 @@ class Predictor:
         """image: a path, a PIL image or an HxWx3 uint8 array -> (C, H, W) float logits on the CPU."""
         return self.engine.logits(to_batch([self.as_rgb(image)]))[0]
 
+    def batch_logits(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Equal-size HxWx3 uint8 arrays -> (N, C, H, W) logits, in one engine call."""
+        return self.engine.logits(to_batch(images))
+
+    def predict_tiled(self, image, tile: int = 1024, overlap: int = 128) -> np.ndarray:
+        """`predict` for an image too large to predict whole: `tile`-pixel tiles, blended over `overlap`."""
+        return predict_tiled(self.engine, self.as_rgb(image), tile, overlap)
+
     def predict(self, image) -> np.ndarray:
         """image: a path, a PIL image or an HxWx3 uint8 array -> HxW uint8 class indices."""
         return class_argmax(self.logits(image))
@@ -60,8 +68,13 @@ class Predictor:
     def predict_to_files(self, image_path: Path, out_dir: Path) -> tuple[Path, Path]:
         """Write out_dir/<stem>.png (class indices, palette) and out_dir/<stem>_overlay.png."""
         rgb = read_image(image_path)
-        write_outputs(out_dir, image_path, rgb, self.predict(rgb), self.palette)
+        self.write(out_dir, image_path, rgb, self.predict(rgb))
         return out_dir / f"{image_path.stem}.png", out_dir / f"{image_path.stem}_overlay.png"
+
+    def write(self, out_dir: Path, image_path: Path, rgb: np.ndarray, labels: np.ndarray,
+              overlay: bool = True) -> None:
+        """`write_outputs` in this model's palette; `rgb` becomes the overlay."""
+        write_outputs(out_dir, image_path, rgb, labels, self.palette, overlay)
 
 
 def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,

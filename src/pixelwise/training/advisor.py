@@ -170,9 +170,10 @@ def advise(data: str | Path | DatasetSpec, backbone: str = "efficientnet_lite0",
            backbone_weights: str | None = None, log: Callable[[str], None] = print) -> Advice:
     """Measure the training split of `data` on both axes. -> Advice (quadrant, strategy, evidence).
     `data`: a dataset folder, which the data checker reads first, or a spec already checked (`train`'s)."""
-    spec = data if isinstance(data, DatasetSpec) else check_before_use(data, format, log)[0]
+    spec = data if isinstance(data, DatasetSpec) else check_before_use(data, format, log, keep_decoded=True)[0]
     train_pairs, _ = split_pairs(spec, log=lambda message: None)
-    dataset = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index).preload("reading train")
+    dataset = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, decoded=spec.decoded)
+    dataset.preload("reading train")
     evidence = {**size_evidence(dataset, spec.class_names),
                 **domain_shift(dataset, backbone, backbone_weights=backbone_weights),
                 "backbone": backbone, "rich_from_images": RICH_IMAGES, "shift_threshold": SHIFT_THRESHOLD}

@@ -20,9 +20,9 @@ from tqdm import tqdm
 from pixelwise.checkpoint import class_differences, config_differences, load_checkpoint, save_checkpoint
 from pixelwise.config import TrainConfig
 from pixelwise.data.checks import check_before_use
-from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.dataset import SegmentationDataset, fits_in_memory
 from pixelwise.data.formats import DatasetSpec, split_pairs
-from pixelwise.data.io import open_image, write_atomic
+from pixelwise.data.io import write_atomic
 from pixelwise.data.transforms import train_transform
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
@@ -41,15 +41,6 @@ def clamp_crop(crop_size, dataset: SegmentationDataset) -> tuple[int, int]:
     """Never crop larger than the smallest image: padding small images up wastes compute."""
     heights, widths = zip(*(dataset.load(i)[0].shape[:2] for i in range(len(dataset))))
     return min(crop_size[0], min(heights)), min(crop_size[1], min(widths))
-
-
-def fits_in_memory(pairs, limit_bytes: float = 4e9) -> bool:
-    """Estimate decoded size from the first image's header (RGB + uint8 mask = 4 bytes a pixel)."""
-    try:
-        w, h = open_image(pairs[0][0]).size
-    except DataError:
-        return True  # unreadable: preload will name the file
-    return w * h * 4 * len(pairs) < limit_bytes
 
 
 # ---------------------------------------------------------------- schedule
@@ -147,8 +138,9 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     if not cache:
         log("the dataset is too large to keep decoded in memory: images are decoded every epoch "
             "(consider --workers 2 or more)")
-    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=cache, seed=cfg.seed)
-    val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=cache)
+    train_set = SegmentationDataset(train_pairs, spec.num_classes, spec.ignore_index, cache=cache, seed=cfg.seed,
+                                    decoded=spec.decoded)
+    val_set = SegmentationDataset(val_pairs, spec.num_classes, spec.ignore_index, cache=cache, decoded=spec.decoded)
     train_set.preload("reading train")
     val_set.preload("reading val")
     crop = clamp_crop(cfg.crop_size, train_set)
@@ -343,7 +335,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     if ckpt is not None and cfg.strategy == "auto":
         cfg = replace(cfg, strategy=ckpt["config"]["strategy"])  # a resumed run keeps the strategy it chose
     # every data problem, named, before any work; with --skip-bad the pairs they touch are left out
-    checked, skipped = check_before_use(cfg.data, cfg.format, log, skip_bad=cfg.skip_bad)
+    checked, skipped = check_before_use(cfg.data, cfg.format, log, skip_bad=cfg.skip_bad, keep_decoded=True)
     if model is None:
         # the advisor runs once, on rank 0; the others take its decision
         cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
