@@ -1,6 +1,13 @@
 """CamVid quality benchmark: `pixelwise train` defaults against a peer, equal wall-clock budgets.
 
     python benchmarks/camvid.py --minutes 45 --peer
+    python benchmarks/camvid.py --minutes 45 --holdout-sequence 0006R0 0001TP --seeds 0 1
+
+With --holdout-sequence, each named drive is held out whole: the model trains on every frame of
+the other drives (train and val together, 10% of them kept by name hash to pick the best epoch)
+and is scored on the held-out drive, which it never saw: a new street, as in CamVid's test split
+and in every user's data. Val rewards memory of the drive that 305 of its 468 frames come from,
+so quality decisions are made on these figures. --size 240x180 screens ideas on downscaled copies.
 
 Trains pixelwise's default model (FCN-8s / EfficientNet-Lite0) with `pixelwise train`'s
 defaults on ../shared/data/camvid train, scores it on val, and with --peer trains
@@ -12,19 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import run_record
 from cpu import cpu_model
+from PIL import Image
 
 from pixelwise.api import evaluate
 from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import load_spec
+from pixelwise.data.formats import hash_split, load_spec
 from pixelwise.models import weights
 from pixelwise.training import engine
 from pixelwise.runtime import inference_setup
@@ -75,7 +86,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_camvid")
     parser.add_argument("--peer", action="store_true", help="also train the smp Unet/MobileNetV2 peer")
     parser.add_argument("--peer-only", action="store_true", help="train the peer alone (pixelwise run elsewhere)")
+    parser.add_argument("--holdout-sequence", nargs="+", metavar="SEQ",
+                        help="hold out these drives (0001TP, 0006R0, 0016E5), one run each, and score them")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="with --holdout-sequence (default: 0)")
+    parser.add_argument("--size", help="WxH: train and score on copies downscaled to this size (screening)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig fields to change, e.g. model=context_fpn infer_scale=1.0")
     args = parser.parse_args()
+    if args.holdout_sequence:
+        return holdout(args)
     args.peer = args.peer or args.peer_only
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
@@ -117,6 +136,92 @@ def train_peer(args, out: Path) -> dict:
     at_one = score_peer(PeerUnet(spec.num_classes), peer_cfg, out / "peer" / "best.pt", scale=1.0)
     return {"model": "smp.Unet/mobilenet_v2 (torchvision ImageNet weights)", **summarise(metrics, peer_summary),
             "infer_scale": peer_cfg.infer_scale, "val_mean_iou_at_scale_1": round(at_one["mean_iou"], 4)}
+
+
+# ---------------------------------------------------------------- held-out sequences
+
+def sequence_of(path: Path) -> str:
+    return path.name.split("_")[0]  # CamVid names frames <sequence>_<frame>
+
+
+def holdout_view(data: str, sequence: str, root: Path, size: tuple[int, int] | None) -> Path:
+    """A CamVid-layout dataset at `root`: test = every frame of `sequence`; train and val = the other
+    drives' frames of data's train and val, val 10% of them by name hash. Links to the files, or copies
+    resized to `size` (images bilinear, masks nearest)."""
+    spec = load_spec(data)
+    frames = [pair for split in ("train", "val") for pair in spec.splits.get(split, [])]
+    if not any(sequence_of(image) == sequence for image, _ in frames):
+        raise SystemExit(f"no frame of sequence {sequence} in {data}")
+    if (root / "done").is_file():
+        return root
+    for image, mask in frames:
+        split = "test" if sequence_of(image) == sequence else hash_split(image.stem)
+        for source, folder, resample in ((image, split, Image.BILINEAR), (mask, f"{split}annot", Image.NEAREST)):
+            target = root / folder / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if size is None:
+                target.unlink(missing_ok=True)
+                target.symlink_to(source.resolve())
+            else:
+                Image.open(source).resize(size, resample).save(target)
+    if (Path(data) / "classes.txt").is_file():
+        (root / "classes.txt").write_text((Path(data) / "classes.txt").read_text())
+    (root / "done").write_text("")
+    return root
+
+
+def rounded(values: dict) -> dict:
+    return {k: (None if v is None else round(v, 4)) for k, v in values.items()}
+
+
+def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+    view = holdout_view(args.data, sequence, Path(args.out) / f"data_{sequence}" + (f"_{args.size}" if size else ""),
+                        size)
+    name = "_".join([sequence, f"seed{seed}", *(f"{k}-{v}" for k, v in overrides.items())]).replace("/", "-")
+    recipe = TrainConfig(data=str(view), out=str(Path(args.out) / name), time_budget=args.minutes, seed=seed)
+    if size is not None:  # the recipe's crop is for 480x360 frames: keep its share of the frame
+        recipe = replace(recipe, crop_size=(size[1] * recipe.crop_size[0] // 360, size[0] * recipe.crop_size[1] // 480))
+    cfg = TrainConfig.from_dict({**recipe.to_dict(), **overrides})
+    summary = engine.fit(cfg, overwrite=True)
+    best = Path(cfg.out) / "best.pt"
+    held_out = evaluate(best, view, split="test")
+    val = evaluate(best, view, split="val")
+    history = json.loads((Path(cfg.out) / "history.json").read_text()) if (Path(cfg.out) / "history.json").is_file() \
+        else []
+    rates = [e["images_per_s"] for e in history if isinstance(e, dict) and "images_per_s" in e]
+    result = {"sequence": sequence, "seed": seed, "model": f"{cfg.model}/{cfg.backbone}", "overrides": overrides,
+              "heldout_mean_iou": round(held_out["mean_iou"], 4), "heldout_images": held_out["images"],
+              "val_mean_iou": round(val["mean_iou"], 4), "val_images": val["images"],
+              "epochs": summary["epochs"], "train_minutes": round(summary["minutes"], 2),
+              "train_images_per_s": round(statistics.median(rates), 2) if rates else None,
+              "heldout_per_class_iou": rounded(held_out["per_class_iou"]),
+              "heldout_per_class_precision": rounded(held_out["per_class_precision"]),
+              "heldout_per_class_recall": rounded(held_out["per_class_recall"])}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def holdout(args) -> None:
+    overrides = parse_overrides(args.set)
+    runs = [holdout_run(args, sequence, seed, overrides) for sequence in args.holdout_sequence for seed in args.seeds]
+    per_sequence = {seq: round(statistics.mean(r["heldout_mean_iou"] for r in runs if r["sequence"] == seq), 4)
+                    for seq in args.holdout_sequence}
+    print(json.dumps({"benchmark": "camvid_holdout", **run_record(), "minutes": args.minutes, "size": args.size,
+                      "overrides": overrides, "runs": runs, "heldout_mean_iou_per_sequence": per_sequence,
+                      "heldout_mean_iou": round(statistics.mean(r["heldout_mean_iou"] for r in runs), 4),
+                      "val_mean_iou": round(statistics.mean(r["val_mean_iou"] for r in runs), 4)}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ def test_hand_computed_matrix_with_ignore_and_a_class_absent_everywhere():
     assert m["per_class_iou"] == {"a": pytest.approx(2 / 3), "b": pytest.approx(2 / 3), "c": None}
     assert m["mean_iou"] == pytest.approx(2 / 3)
     assert m["fw_iou"] == pytest.approx((3 * 2 / 3 + 2 * 2 / 3) / 5)
+    # a: 2 of 2 predicted are right, 2 of 3 found; b: 2 of 3 predicted are right, 2 of 2 found; c: nothing either way
+    assert m["per_class_precision"] == {"a": 1.0, "b": pytest.approx(2 / 3), "c": None}
+    assert m["per_class_recall"] == {"a": pytest.approx(2 / 3), "b": 1.0, "c": None}
 
 
 def test_class_predicted_but_absent_from_truth_counts_as_zero_iou():

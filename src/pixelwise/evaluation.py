@@ -43,6 +43,7 @@ class ConfusionMatrix:
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = diag / (truth + predicted - diag)
             class_acc = diag / truth
+            precision = diag / predicted
         present = truth > 0
         names = class_names or [str(i) for i in range(self.num_classes)]
         return {
@@ -50,8 +51,14 @@ class ConfusionMatrix:
             "mean_accuracy": float(np.nanmean(class_acc)) if present.any() else float("nan"),
             "mean_iou": float(np.nanmean(iou)) if (~np.isnan(iou)).any() else float("nan"),
             "fw_iou": float((truth[present] * iou[present]).sum() / total) if total else float("nan"),
-            "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou)},
+            "per_class_iou": _by_name(names, iou),
+            "per_class_precision": _by_name(names, precision),  # of the pixels predicted as the class, how many are
+            "per_class_recall": _by_name(names, class_acc),  # of the class's pixels, how many were found
         }
+
+
+def _by_name(names, values: np.ndarray) -> dict:
+    return {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, values)}
 
 
 def check_same_classes(model_classes, data_classes, model_file, data) -> None:

@@ -14,6 +14,7 @@ class SegmentationModel(nn.Module):
         self.encoder, self.decoder, self.upsample = encoder, decoder, upsample
         self.num_classes = num_classes
         self.size_multiple = max(encoder.strides)
+        self.aux_logits: list[torch.Tensor] = []
 
     def train(self, mode: bool = True) -> "SegmentationModel":
         """Like nn.Module.train, but BatchNorm layers of frozen encoder stages stay in eval mode:
@@ -38,4 +39,7 @@ class SegmentationModel(nn.Module):
         else:
             features, indices = self.encoder(x), None
         scores = self.decoder(features, indices)
+        # Deep supervision: a decoder's auxiliary scores (training mode only), at the output's size, for the loss.
+        self.aux_logits = [F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+                           for a in getattr(self.decoder, "aux_scores", [])]
         return self.upsample(scores, x.shape[-2:])[..., :h, :w]

@@ -10,6 +10,7 @@ from typing import Callable
 from torch import nn
 
 from pixelwise.models.base import SegmentationModel
+from pixelwise.models.context import ContextDecoder
 from pixelwise.models.encdec import SegNetDecoder, UNetDecoder
 from pixelwise.models.encoders import ENCODERS, PlainEncoder, create_encoder
 from pixelwise.models.fcn import FCNDecoder
@@ -111,6 +112,18 @@ def segnet(backbone, num_classes, upsample, pretrained, weights_path):
 def unet(backbone, num_classes, upsample, pretrained, weights_path):
     """U-Net-style hourglass: each decoder stage concatenates the encoder feature of its stride."""
     return _hourglass(UNetDecoder, backbone, num_classes, upsample, pretrained, weights_path)
+
+
+@register_model("bilinear")
+def context_fpn(backbone, num_classes, upsample, pretrained, weights_path):
+    """Global context on the stride-32 features, then a light top-down path fusing strides 16, 8 and 4;
+    auxiliary heads on strides 16 and 8 while training."""
+    if upsample == "unpool":
+        raise ValueError("context_fpn upsamples feature maps that no max-pool produced; use nearest, bilinear or "
+                         "transposed")
+    encoder = create_encoder(backbone, pretrained, weights_path, with_head=True)
+    decoder = ContextDecoder(encoder.out_channels, encoder.strides, num_classes)
+    return SegmentationModel(encoder, decoder, final_upsample(num_classes, decoder.output_stride, upsample), num_classes)
 
 
 @register_model("bilinear")

@@ -54,6 +54,9 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 # ---------------------------------------------------------------- one epoch, one evaluation
 
+AUX_WEIGHT = 0.4  # each auxiliary head's share of the loss, as in PSPNet's deep supervision
+
+
 class Diverged(PixelwiseError):
     """The loss became NaN or infinite: the weights of this step are not worth saving."""
 
@@ -81,6 +84,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
         with autocast(device, dtype):
             logits = model(image)
         loss = loss_fn(logits.float(), target)
+        for aux in getattr(getattr(model, "module", model), "aux_logits", []):  # DDP wraps the model
+            loss = loss + AUX_WEIGHT * loss_fn(aux.float(), target)
         if distributed.any_rank(not torch.isfinite(loss), ctx):
             bar.close()
             raise Diverged(f"training diverged in epoch {epoch}, step {step + 1} (loss {loss.item()}); "
