@@ -46,6 +46,7 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 2.25)  # upscaled training: thin objects (poles, signs) get pixels
     infer_scale: float = 1.75  # evaluate and predict on upscaled inputs, inside the training scale range
     jitter: float = 0.2  # brightness/contrast jitter strength
+    augment: str = "auto"  # auto (decided from the labels) | upright (horizontal flips) | top-down (+ vertical, 90°)
     class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
     skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping

@@ -1,5 +1,8 @@
 import random
 
+import numpy as np
+import pytest
+
 import torch
 
 from pixelwise.data.transforms import PadTo, RandomCrop, RandomHorizontalFlip, resize_pair, train_transform
@@ -47,3 +50,48 @@ def test_train_transform_gives_crop_size_for_any_input():
         assert img.shape == (3, 16, 20) and msk.shape == (16, 20)
         assert set(msk.unique().tolist()) <= {0, 11}
         assert float(img.min()) >= 0 and float(img.max()) <= 1
+
+
+def test_dihedral_turns_image_and_mask_alike_and_reaches_all_eight_views():
+    from pixelwise.data.transforms import RandomDihedral
+
+    mask = torch.arange(12).reshape(3, 4)
+    image = (mask.float() / 100).expand(3, 3, 4).clone()
+    seen = set()
+    for seed in range(64):
+        turned_image, turned_mask = RandomDihedral()(image, mask, random.Random(seed))
+        assert torch.equal((turned_image[0] * 100).round().long(), turned_mask)  # still aligned
+        seen.add(tuple(turned_mask.flatten().tolist()))
+    views = {tuple(m.rot90(k, (0, 1)).flatten().tolist()) for m in (mask, mask.flip(0)) for k in range(4)}
+    assert seen == views and len(views) == 8
+
+
+def test_vertical_asymmetry_counts_the_pixels_that_change_halves():
+    from pixelwise.data.transforms import vertical_asymmetry
+
+    street = np.zeros((4, 6), np.uint8)
+    street[2:] = 1  # sky above, road below
+    assert vertical_asymmetry([street], 2) == 1.0
+    cells = np.zeros((4, 6), np.uint8)
+    cells[0, 1] = cells[3, 4] = 1
+    assert vertical_asymmetry([cells], 2) == 0.0
+    street[0, 0], street[3, 5] = 1, 9  # one road pixel at the top; one ignore pixel, not counted
+    # top: 11 sky + 1 road, bottom: 11 road -> |11 - 0| + |1 - 11| over 23 labelled
+    assert vertical_asymmetry([street], 2) == pytest.approx(21 / 23)
+
+
+def test_augment_auto_keeps_street_scenes_upright_and_turns_the_nuclei_sample(nuclei_root):
+    from pixelwise.data.formats import load_spec
+    from pixelwise.data.io import read_mask
+    from pixelwise.data.transforms import TOP_DOWN_BELOW, resolve_augment
+
+    street = np.zeros((36, 48), np.uint8)
+    street[:12], street[12:24], street[24:] = 0, 1, 3  # sky, building, road
+    messages = []
+    assert resolve_augment("auto", [street], 11, messages.append) == "upright"
+    assert "asymmetry is 0.67" in messages[0]
+    spec = load_spec(nuclei_root)
+    masks = [read_mask(m) for _, m in spec.splits["train"]]
+    assert resolve_augment("auto", masks, spec.num_classes, messages.append) == "top-down"
+    assert f"below {TOP_DOWN_BELOW}" in messages[1]
+    assert resolve_augment("upright", masks, spec.num_classes) == "upright"

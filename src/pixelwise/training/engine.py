@@ -23,7 +23,7 @@ from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset, fits_in_memory
 from pixelwise.data.formats import DatasetSpec, split_pairs
 from pixelwise.data.io import write_atomic
-from pixelwise.data.transforms import train_transform
+from pixelwise.data.transforms import resolve_augment, train_transform
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
 from pixelwise.models.registry import create_model
@@ -149,9 +149,13 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     train_set.preload("reading train")
     val_set.preload("reading val")
     crop = clamp_crop(cfg.crop_size, train_set)
-    train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter)
+    augment = resolve_augment(cfg.augment, (train_set.load(i)[1] for i in range(len(train_set))), spec.num_classes,
+                              log)
+    train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter,
+                                          top_down=augment == "top-down")
     weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
-    log(f"augmentation: scale {cfg.scale_range[0]:g}-{cfg.scale_range[1]:g}, crop {crop[0]}x{crop[1]}, flips; "
+    log(f"augmentation: scale {cfg.scale_range[0]:g}-{cfg.scale_range[1]:g}, crop {crop[0]}x{crop[1]}, "
+        f"{'flips both ways and 90-degree turns' if augment == 'top-down' else 'horizontal flips'}; "
         f"class weights ({cfg.class_weighting}): "
         + ("none" if weights is None else " ".join(f"{w:.2f}" for w in weights.tolist())))
     loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
