@@ -176,7 +176,7 @@ def rounded(values: dict) -> dict:
 
 def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
-    view = holdout_view(args.data, sequence, Path(args.out) / f"data_{sequence}" + (f"_{args.size}" if size else ""),
+    view = holdout_view(args.data, sequence, Path(args.out) / (f"data_{sequence}" + (f"_{args.size}" if size else "")),
                         size)
     name = "_".join([sequence, f"seed{seed}", *(f"{k}-{v}" for k, v in overrides.items())]).replace("/", "-")
     recipe = TrainConfig(data=str(view), out=str(Path(args.out) / name), time_budget=args.minutes, seed=seed)

@@ -50,7 +50,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.data.formats import FORMATS
     from pixelwise.models.registry import list_backbones, list_models
     from pixelwise.models.upsample import MODES
-    from pixelwise.training.losses import WEIGHTINGS
+    from pixelwise.training.losses import LOSSES, WEIGHTINGS
     from pixelwise.training.strategies import STRATEGIES
 
     d = DEFAULTS
@@ -108,6 +108,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "training labels sit as often at the bottom of an image as at the top (default: %(default)s)")
     p.add_argument("--class-weighting", default=d["class_weighting"], choices=WEIGHTINGS,
                    help="loss weights from training pixel counts (default: %(default)s)")
+    p.add_argument("--loss", default=d["loss"], choices=LOSSES,
+                   help="ce: cross-entropy over every labelled pixel; ohem: over the pixels still predicted "
+                   "wrong (true class below 0.7), at least a sixteenth of them (default: %(default)s)")
+    p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
+                   help="validate and save a moving average of the weights, updated each step with this "
+                   "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")
     p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where the hardware has native bf16, with depthwise convolutions "
                    "kept in fp32 on the CPU, where they are faster (default: %(default)s)")

@@ -48,6 +48,8 @@ class TrainConfig:
     jitter: float = 0.2  # brightness/contrast jitter strength
     augment: str = "auto"  # auto (decided from the labels) | upright (horizontal flips) | top-down (+ vertical, 90°)
     class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
+    loss: str = "ce"  # ce (every labelled pixel) | ohem (the pixels still predicted wrong)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and saved; 0: none
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
     skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping
     workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -63,9 +64,9 @@ class Diverged(PixelwiseError):
 
 def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: Callable[[int], tuple[float, bool]],
                     base_lrs: list[float], warmup: float, desc: str = "train", epoch: int = 0,
-                    ctx: Dist = Dist()) -> dict:
+                    ctx: Dist = Dist(), after_step: Callable[[], None] | None = None) -> dict:
     """One pass over `loader`. `control(step)` -> (schedule position in 0..1, stop now): the same on every
-    rank, so all take the same steps at the same learning rate."""
+    rank, so all take the same steps at the same learning rate. `after_step()` runs after each optimizer step."""
     model.train()
     total_loss, images, steps = 0.0, 0, 0
     start = time.time()
@@ -93,6 +94,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.item() * image.shape[0]
         images += image.shape[0]
         steps += 1
@@ -158,7 +161,7 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
         f"{'flips both ways and 90-degree turns' if augment == 'top-down' else 'horizontal flips'}; "
         f"class weights ({cfg.class_weighting}): "
         + ("none" if weights is None else " ".join(f"{w:.2f}" for w in weights.tolist())))
-    loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index)
+    loss_fn = segmentation_loss(weights.to(device) if weights is not None else None, spec.ignore_index, cfg.loss)
 
     # The order of an epoch is a function of (seed, epoch), as is each sample's augmentation: one process
     # and N processes, fresh or resumed, see the same global batches.
@@ -262,6 +265,12 @@ class Run:
     state: TrainState
     ctx: Dist = Dist()
     skipped: list = field(default_factory=list)  # data problems whose pairs --skip-bad left out
+    ema: AveragedModel | None = None  # the moving average of the weights (--ema), when there is one
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What is validated and saved as the model: the weights' moving average if there is one."""
+        return self.model if self.ema is None else self.ema.module
 
 
 # ---------------------------------------------------------------- setup, loop, saving
@@ -315,9 +324,11 @@ def build_trainable(cfg: TrainConfig, num_classes: int, model: torch.nn.Module |
     return model, groups, fp32_depthwise
 
 
-def restore(ckpt: dict, model, optimizer, loader: DataLoader) -> TrainState:
+def restore(ckpt: dict, model, optimizer, loader: DataLoader, ema: AveragedModel | None = None) -> TrainState:
     """Weights, optimizer, progress and every random stream from a checkpoint."""
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.get("trained_model", ckpt["model"]))  # with --ema, "model" is the average
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState.from_checkpoint(ckpt)
     if state.rng:
@@ -355,9 +366,10 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     model, groups, fp32_depthwise = build_trainable(cfg, spec.num_classes, model, device, dtype)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     state = TrainState()
     if ckpt is not None:
-        state = restore(ckpt, model, optimizer, loader)
+        state = restore(ckpt, model, optimizer, loader, ema)
         log(f"resuming from {out / 'last.pt'} after epoch {state.epoch}")
     processes = f" x {ctx.world} processes" if ctx.enabled else ""
     log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
@@ -366,7 +378,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         f"on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
-               train_set, val_set, device, dtype, state, ctx, skipped)
+               train_set, val_set, device, dtype, state, ctx, skipped, ema)
 
 
 def _quiet(_: str) -> None:
@@ -379,10 +391,12 @@ def save_epoch(run: Run, improved: bool, validated: bool) -> None:
     if not run.ctx.main:
         return
     run.state.rng = capture_rng(run.loader.generator)
-    ckpt = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
+    ckpt = {"model": run.evaluated.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
             "config": run.cfg.to_dict(), "model_config": run.cfg.model_config.to_dict(),
             "infer_scale": run.cfg.infer_scale, "class_names": list(run.spec.class_names),
             "ignore_index": run.spec.ignore_index, "palette": run.spec.palette.tolist()}
+    if run.ema is not None:  # the weights the optimizer steps, and the average's own count, to resume
+        ckpt |= {"trained_model": run.model.state_dict(), "ema": run.ema.state_dict()}
     save_checkpoint(run.out / "last.pt", **ckpt)
     if improved:
         save_checkpoint(run.out / "best.pt", **ckpt)
@@ -436,7 +450,7 @@ def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dic
     """Score val, record the epoch in the history. -> (scores, whether they beat the best so far)."""
     state = run.state
     v0 = time.time()
-    scores = evaluate(run.model, run.val_set, run.device, run.dtype, run.cfg.batch_size,
+    scores = evaluate(run.evaluated, run.val_set, run.device, run.dtype, run.cfg.batch_size,
                       run.cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
     clock.val_s = time.time() - v0
     improved = scores["mean_iou"] > state.best_mean_iou
@@ -476,6 +490,7 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
             run.trained = distributed.wrap(run.model, run.ctx, run.device)  # DDP must see the new trainable set
         stats = train_one_epoch(run.trained, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
                                 control, run.base_lrs, cfg.warmup, epoch=epoch + 1, ctx=run.ctx,
+                                after_step=None if run.ema is None else lambda: run.ema.update_parameters(run.model),
                                 desc=f"epoch {epoch + 1}" + ("" if clock.budget_s else f"/{cfg.epochs}"))
         clock.epoch_s = stats["seconds"]
         state.epoch, state.step, state.last_loss = epoch + 1, state.step + stats["steps"], stats["loss"]
