@@ -185,6 +185,8 @@ def test_models_lists_every_model_and_explain_writes_figures(tmp_path, capsys):
     assert main(["explain", "upsampling", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bilinear.png", "max_unpooling.png", "nearest.png",
                                                            "transposed_bilinear_init.png", "transposed_convolution.png"]
+    assert main(["explain", "decoders", "--out", str(tmp_path / "d")]) == 0
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["decoders.png"]
 
 
 def test_predict_tiled_without_overlays(trained, nuclei_root, tmp_path):

@@ -26,14 +26,22 @@ def size_pair(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {least} or more, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return whole_number(text, 0)
 
 
 def float_pair(text: str) -> tuple[float, float]:
@@ -72,8 +80,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         help="total epochs, also when resuming (default: %(default)s)")
     budget.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="train for this many minutes, validation included; the schedule fits the budget")
-    p.add_argument("--val-every", type=positive_int, default=d["val_every"], metavar="N",
-                   help="validate every N epochs; the last epoch always is (default: %(default)s)")
+    p.add_argument("--val-every", type=non_negative_int, default=d["val_every"], metavar="N",
+                   help="validate every N epochs, or with 0 as often as keeps validation to about a tenth of the "
+                   "time; the first and last epochs always are (default: %(default)s)")
     p.add_argument("--resume", nargs="?", const=True, default=False, choices=("auto", True), metavar="auto",
                    help="continue OUT/last.pt exactly where it stopped (epoch, optimizer, schedule, random "
                    "streams); `--resume auto` continues a run if OUT holds one and starts one if not, so a "
@@ -102,6 +111,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate and predict on inputs resized by this factor; saved in the checkpoint "
                    "(default: %(default)s)")
     p.add_argument("--jitter", type=float, default=d["jitter"], help="brightness/contrast jitter (default: %(default)s)")
+    p.add_argument("--colour", type=float, default=d["colour"], metavar="STRENGTH",
+                   help="per-channel gain and saturation jitter, e.g. 0.2, for a new day's light or camera; "
+                   "0: none (default: %(default)s)")
     p.add_argument("--augment", default=d["augment"], choices=("auto", "upright", "top-down"),
                    help="geometric augmentation: upright (horizontal flips, for photos), top-down (also vertical "
                    "flips and 90-degree turns, for microscopy and aerial tiles), or auto: top-down when the "
@@ -389,9 +401,9 @@ def cmd_models(args) -> None:
 
 
 def cmd_explain(args) -> None:
-    from pixelwise.explain import explain_upsampling
+    from pixelwise.explain import explain_decoders, explain_upsampling
 
-    for path in explain_upsampling(args.out):
+    for path in (explain_decoders if args.topic == "decoders" else explain_upsampling)(args.out):
         print(path)
 
 
@@ -653,7 +665,8 @@ def add_explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="figures that show how the building blocks work",
                        description="Render annotated PNG figures of a concept on small worked examples. "
                        "Example: pixelwise explain upsampling --out figures/")
-    p.add_argument("topic", choices=("upsampling",), help="what to explain")
+    p.add_argument("topic", choices=("upsampling", "decoders"),
+                   help="upsampling: the four operators; decoders: where fcn8s and context_fpn read the encoder")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG figures")
     p.set_defaults(func=cmd_explain)
 

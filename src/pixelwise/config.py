@@ -37,7 +37,7 @@ class TrainConfig:
     lr_ratio: float = 1.0  # under full, each earlier encoder stage learns at this fraction of the next one's rate
     epochs: int = 80  # ignored when time_budget is set: then the budget alone ends training
     time_budget: float | None = None  # minutes, validation included
-    val_every: int = 1  # epochs between validations (the last epoch is always validated)
+    val_every: int = 1  # epochs between validations, 0: keep validation to ~10% of the time (first and last always)
     batch_size: int = 8
     lr: float = 1e-3  # AdamW; peak after warm-up, then poly decay to 0 at the end of the budget
     weight_decay: float = 1e-4
@@ -46,6 +46,7 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 2.25)  # upscaled training: thin objects (poles, signs) get pixels
     infer_scale: float = 1.75  # evaluate and predict on upscaled inputs, inside the training scale range
     jitter: float = 0.2  # brightness/contrast jitter strength
+    colour: float = 0.0  # per-channel gain and saturation jitter strength (another day's light); 0: none
     augment: str = "auto"  # auto (decided from the labels) | upright (horizontal flips) | top-down (+ vertical, 90°)
     class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
     loss: str = "ce"  # ce (every labelled pixel) | ohem (the pixels still predicted wrong)

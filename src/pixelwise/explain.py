@@ -109,3 +109,65 @@ def explain_upsampling(out: str | Path) -> list[Path]:
                           "inside the red frame the two agree exactly; at the border the convolution sees zero padding. "
                           "Training may then change the kernel."))
     return written
+
+
+def _box(ax, x, y, text, colour):
+    ax.text(x, y, text, ha="center", va="center", fontsize=9,
+            bbox=dict(boxstyle="round,pad=0.4", facecolor=colour, edgecolor="0.3"))
+
+
+def _arrow(ax, start, end, colour="0.3"):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color=colour, lw=1.4))
+
+
+def draw_decoder(ax, model, title: str, size=(360, 480)) -> None:
+    """One model's path from the encoder's features to the class scores, read from the model itself:
+    which stride feeds the decoder, and at which stride the scores come out."""
+    encoder, decoder = model.encoder, model.decoder
+    strides = sorted(set(encoder.strides))
+    last_at = {s: i for i, s in enumerate(encoder.strides)}
+    used = {encoder.strides[i] for i in decoder.skip_indices} | {strides[-1]}
+    row = {s: -k for k, s in enumerate(strides)}  # finest stride on top
+    padded = [-(-n // model.size_multiple) * model.size_multiple for n in size]
+    for s in strides:
+        h, w = padded[0] // s, padded[1] // s
+        colour = "#cfe3f7" if s in used else "#eeeeee"
+        _box(ax, 0, row[s], f"stride {s}: {encoder.out_channels[last_at[s]]} ch, {h}x{w}", colour)
+    path = [strides[-1]] + [encoder.strides[i] for i in decoder.skip_indices]
+    is_fcn = hasattr(decoder, "score_skips")
+    for k, s in enumerate(path):
+        if k == 0:
+            label = "class scores (1x1)" if is_fcn else "global context\n(mean gate + dilated)"
+        else:
+            label = "upsample x2, + scores" if is_fcn else f"resize, + 1x1 of s{s},\nseparable 3x3"
+        _box(ax, 2.2, row[s], label, "#fde2c8")
+        _arrow(ax, (0.95, row[s]), (1.45, row[s]))
+        if k:
+            _arrow(ax, (2.2, row[path[k - 1]] - 0.25), (2.2, row[s] + 0.25))
+    out = decoder.output_stride
+    _box(ax, 4.3, row[out], f"x{out} to the image\n{size[0]}x{size[1]}, {model.num_classes} classes", "#d5f0d5")
+    _arrow(ax, (3.05, row[out]), (3.55, row[out]))
+    ax.set_xlim(-1.3, 5.3)
+    ax.set_ylim(-len(strides) + 0.4, 0.6)
+    ax.axis("off")
+    ax.set_title(title, fontsize=11)
+
+
+def explain_decoders(out: str | Path, num_classes: int = 11) -> list[Path]:
+    """FCN-8s against the context decoder on the default backbone, as the registry builds them."""
+    from pixelwise.models.registry import create_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6))
+    for ax, name, title in zip(axes, ("fcn8s", "context_fpn"),
+                               ("fcn8s: scores added at strides 32, 16, 8; output stride 8",
+                                "context_fpn: features fused at strides 32, 16, 8, 4; output stride 4")):
+        draw_decoder(ax, create_model(name, num_classes=num_classes, pretrained=False), title)
+    fig.suptitle("Where the decoder reads the encoder (efficientnet_lite0; blue: strides the decoder uses)",
+                 fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path = out / "decoders.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

@@ -95,3 +95,17 @@ def test_augment_auto_keeps_street_scenes_upright_and_turns_the_nuclei_sample(nu
     assert resolve_augment("auto", masks, spec.num_classes, messages.append) == "top-down"
     assert f"below {TOP_DOWN_BELOW}" in messages[1]
     assert resolve_augment("upright", masks, spec.num_classes) == "upright"
+
+
+def test_colour_cast_scales_each_channel_by_its_own_gain_and_leaves_the_mask():
+    from pixelwise.data.transforms import ColourCast
+
+    grey = torch.full((3, 2, 2), 0.5)  # no colour: saturation cannot change it, only the gains can
+    mask = torch.tensor([[0, 1], [2, 255]])
+    cast, rng = ColourCast(0.2), random.Random(7)
+    expected = random.Random(7)
+    gains = [1 + expected.uniform(-0.2, 0.2) for _ in range(3)]
+    image, same_mask = cast(grey, mask, rng)
+    assert torch.equal(same_mask, mask)
+    assert torch.allclose(image[:, 0, 0], 0.5 * torch.tensor(gains))
+    assert len(set(round(g, 6) for g in gains)) == 3  # three different gains

@@ -21,3 +21,27 @@ def test_loss_ignores_ignore_pixels_and_uses_weights():
     loss = segmentation_loss(torch.tensor([1.0, 3.0]), 255)(logits, target).item()
     nll0 = torch.nn.functional.cross_entropy(torch.tensor([[10.0, 0.0]]), torch.tensor([0])).item()
     assert loss == pytest.approx((nll0 + 3 * torch.log(torch.tensor(2.0)).item()) / 4)
+
+
+def logits_for(true_class_probabilities):
+    """Two-class logits, true class 0 everywhere, whose softmax gives class 0 exactly these probabilities."""
+    p = torch.tensor(true_class_probabilities, dtype=torch.float64)
+    return torch.stack([torch.log(p), torch.log1p(-p)])[None, :, None, :]  # (1, 2, 1, W)
+
+
+def test_ohem_averages_the_pixels_the_model_still_gets_wrong():
+    ohem = segmentation_loss(None, 255, "ohem")
+    logits = logits_for([0.9, 0.8, 0.5, 0.2, 0.1])
+    target = torch.tensor([[[0, 0, 0, 0, 255]]])  # the last pixel, the worst, is ignore: never counted
+    expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.2))).item() / 2  # below 0.7: hard
+    assert ohem(logits, target).item() == pytest.approx(expected)
+
+
+def test_ohem_keeps_the_hardest_share_when_every_pixel_is_learnt():
+    ohem = segmentation_loss(None, 255, "ohem")
+    probabilities = [0.99] * 30 + [0.8, 0.75]  # all above 0.7; 32 pixels x 1/16 = the 2 hardest are kept
+    loss = ohem(logits_for(probabilities), torch.zeros(1, 1, 32, dtype=torch.long))
+    assert loss.item() == pytest.approx(-(torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.75))).item() / 2)
+    assert ohem(logits_for([0.5]), torch.full((1, 1, 1), 255)).item() == 0.0  # nothing labelled
+    with pytest.raises(ValueError, match="unknown loss"):
+        segmentation_loss(None, 255, "focal")

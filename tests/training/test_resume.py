@@ -153,3 +153,19 @@ def test_skip_bad_trains_on_the_rest_and_lists_every_skipped_file(folder_dataset
     assert [name for name in ("img04", "img07", "img09") if any(name in line for line in lines[-3:])] == \
         ["img04", "img07", "img09"]
     assert any("training fcn8s/efficientnet_lite0 on" in line and "validating on" in line for line in lines)
+
+
+def test_ema_run_saves_the_average_and_resumes_bit_identical(nuclei_root, tmp_path):
+    train(nuclei_root, tmp_path / "whole", epochs=3, ema=0.5, log=lambda _: None, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(nuclei_root, tmp_path / "cut", epochs=3, ema=0.5, log=StopAfter(1), **FAST)
+    train(nuclei_root, tmp_path / "cut", epochs=3, ema=0.5, resume=True, log=lambda _: None, **FAST)
+    whole, cut = (load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "cut"))
+    assert_same_weights(whole["model"], cut["model"])
+    assert_same_weights(whole["trained_model"], cut["trained_model"])
+    assert int(whole["ema"]["n_averaged"]) == whole["state"]["step"] == 6  # one update a step
+    average = {k.removeprefix("module."): v for k, v in whole["ema"].items() if k.startswith("module.")}
+    assert_same_weights(whole["model"], average)  # what is saved as the model is the average...
+    moved = [k for k, v in whole["model"].items() if v.is_floating_point()
+             and not torch.equal(v, whole["trained_model"][k])]
+    assert moved  # ...not the weights the optimizer stepped

@@ -118,11 +118,26 @@ class ColorJitter:
         return ((image - mean) * contrast + mean * brightness).clamp_(0, 1), mask
 
 
+class ColourCast:
+    """Another day's light or another camera: each channel scaled by its own gain, and the saturation
+    changed, each by up to `strength`."""
+
+    def __init__(self, strength: float = 0.2):
+        self.strength = strength
+
+    def __call__(self, image, mask, rng=random):
+        gains = torch.tensor([1 + rng.uniform(-self.strength, self.strength) for _ in range(3)]).view(3, 1, 1)
+        saturation = 1 + rng.uniform(-self.strength, self.strength)
+        grey = image.mean(0, keepdim=True)
+        return ((grey + (image - grey) * saturation) * gains).clamp_(0, 1), mask
+
+
 def train_transform(crop_size: tuple[int, int], scale_range: tuple[float, float], ignore_index: int,
-                    jitter: float = 0.0, top_down: bool = False) -> Compose:
+                    jitter: float = 0.0, top_down: bool = False, colour: float = 0.0) -> Compose:
     turns = (RandomDihedral(),) if top_down else ()
+    cast = (ColourCast(colour),) if colour > 0 else ()
     return Compose(RandomScale(scale_range), *turns, RandomCrop(crop_size, ignore_index), RandomHorizontalFlip(),
-                   ColorJitter(jitter))
+                   ColorJitter(jitter), *cast)
 
 
 # ---------------------------------------------------------------- which augmentation the data allows

@@ -55,6 +55,7 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 # ---------------------------------------------------------------- one epoch, one evaluation
 
+VAL_SHARE_INVERSE = 9  # --val-every 0: train 9x as long as a validation takes between validations
 AUX_WEIGHT = 0.4  # each auxiliary head's share of the loss, as in PSPNet's deep supervision
 
 
@@ -155,7 +156,7 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     augment = resolve_augment(cfg.augment, (train_set.load(i)[1] for i in range(len(train_set))), spec.num_classes,
                               log)
     train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter,
-                                          top_down=augment == "top-down")
+                                          top_down=augment == "top-down", colour=cfg.colour)
     weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
     log(f"augmentation: scale {cfg.scale_range[0]:g}-{cfg.scale_range[1]:g}, crop {crop[0]}x{crop[1]}, "
         f"{'flips both ways and 90-degree turns' if augment == 'top-down' else 'horizontal flips'}; "
@@ -426,6 +427,19 @@ class Clock:
     t0: float  # when training started, moved back by the time a resumed run had already spent
     epoch_s: float = 0.0  # the last epoch's training time
     val_s: float = 0.0  # the last validation's time (0 until the first)
+    trained_since_val_s: float = 0.0  # training time since the last validation
+
+    def due(self, epoch: int, val_every: int, ctx: Dist = Dist()) -> bool:
+        """Whether epoch (0-based) is validated: every `val_every` epochs, or with 0 whenever the training since
+        the last validation took VAL_SHARE_INVERSE times as long as a validation (so validating takes at most
+        about a tenth of the time); always the first of a run, to learn what a validation costs. The clock
+        is rank 0's, so every rank validates together."""
+        if not self.val_s:
+            return True
+        if val_every:
+            return (epoch + 1) % val_every == 0
+        due = self.trained_since_val_s >= VAL_SHARE_INVERSE * self.val_s
+        return bool(distributed.broadcast_floats([float(due)], ctx)[0])
 
     def spent(self, ctx: Dist) -> bool:
         """Too little left for a useful (partial) epoch and its validation; rank 0 decides for all."""
@@ -452,7 +466,7 @@ def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dic
     v0 = time.time()
     scores = evaluate(run.evaluated, run.val_set, run.device, run.dtype, run.cfg.batch_size,
                       run.cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
-    clock.val_s = time.time() - v0
+    clock.val_s, clock.trained_since_val_s = time.time() - v0, 0.0
     improved = scores["mean_iou"] > state.best_mean_iou
     state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
     state.history.append({"epoch": epoch + 1, "train_loss": stats["loss"], "val_mean_iou": scores["mean_iou"],
@@ -493,10 +507,11 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
                                 after_step=None if run.ema is None else lambda: run.ema.update_parameters(run.model),
                                 desc=f"epoch {epoch + 1}" + ("" if clock.budget_s else f"/{cfg.epochs}"))
         clock.epoch_s = stats["seconds"]
+        clock.trained_since_val_s += stats["seconds"]
         state.epoch, state.step, state.last_loss = epoch + 1, state.step + stats["steps"], stats["loss"]
         # validate every val_every epochs, always the first of a run (to learn its cost) and the last
         last = epoch + 1 == total_epochs or clock.spent(run.ctx)
-        validate = last or not clock.val_s or (epoch + 1) % cfg.val_every == 0
+        validate = last or clock.due(epoch, cfg.val_every, run.ctx)
         scores, improved = validate_epoch(run, epoch, stats, clock) if validate else (None, False)
         state.elapsed_s = time.time() - clock.t0
         save_epoch(run, improved, validate)
