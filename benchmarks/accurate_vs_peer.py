@@ -1,7 +1,7 @@
 """The default profile against the smp Unet/MobileNetV2 peer at its best CPU setting, interleaved:
 the two take turns in rounds, in one process, so a slow spell of the machine slows both alike.
 
-    python benchmarks/accurate_vs_peer.py --checkpoint runs/camvid/best.pt [--rounds 8] [--calls 10]
+    python benchmarks/accurate_vs_peer.py --checkpoint runs/camvid/best.pt [more.pt ...] [--rounds 8] [--calls 10]
 
 pixelwise runs what `pixelwise predict` runs by default (`--engine auto --profile accurate`); the peer
 runs bf16 + channels_last in PyTorch and fp32 in ONNX Runtime (its two best settings in speed.py).
@@ -19,6 +19,7 @@ import torch
 from common import machine
 from speed import BF16_SETTING, peer_engine
 
+from pixelwise.checkpoint import load_checkpoint, model_config
 from pixelwise.inference.selection import create_engine
 
 PEER = "smp Unet mobilenet_v2"
@@ -26,15 +27,19 @@ PEER = "smp Unet mobilenet_v2"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, nargs="+", help="one or more, timed in the same rounds")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=10, help="timed calls of each subject a round")
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/pixelwise/benchmarks/speed").expanduser())
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
-    pixelwise = create_engine("auto", args.checkpoint, profile="accurate", log=lambda _: None)
-    subjects = {f"pixelwise accurate ({pixelwise.name})": pixelwise,
-                f"{PEER} {BF16_SETTING}": peer_engine(PEER, BF16_SETTING, args.cache),
+    subjects = {}
+    for checkpoint in args.checkpoint:
+        engine = create_engine("auto", checkpoint, profile="accurate", log=lambda _: None)
+        model = model_config(load_checkpoint(checkpoint)).model
+        subjects[f"pixelwise accurate {model} x{engine.scale:g} ({engine.name})"] = engine
+    mine = list(subjects)
+    subjects |= {f"{PEER} {BF16_SETTING}": peer_engine(PEER, BF16_SETTING, args.cache),
                 f"{PEER} onnxruntime-fp32": peer_engine(PEER, "onnxruntime-fp32", args.cache)}
     image = torch.rand(1, 3, 360, 480, generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {name: [] for name in subjects}
@@ -49,13 +54,13 @@ def main() -> None:
                     engine.logits(image)
                     times[name].append((time.perf_counter() - start) * 1000)
     medians = {name: round(statistics.median(t), 2) for name, t in times.items()}
-    mine = next(iter(medians))
-    best_peer = min((n for n in medians if n != mine), key=medians.get)
+    best_peer = min((n for n in medians if n not in mine), key=medians.get)
     for name, ms in medians.items():
         print(f"{name:45s} {ms:8.2f} ms")
     print(json.dumps({"benchmark": "accurate_vs_peer", "machine": machine(), "size": "360x480, batch 1",
                       "calls": args.rounds * args.calls, "median_ms": medians, "best_peer": best_peer,
-                      "ratio_to_best_peer": round(medians[mine] / medians[best_peer], 3)}))
+                      "ratio_to_best_peer": round(medians[mine[0]] / medians[best_peer], 3),
+                      "ratios_to_best_peer": {n: round(medians[n] / medians[best_peer], 3) for n in mine}}))
 
 
 if __name__ == "__main__":

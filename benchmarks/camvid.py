@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from dataclasses import replace
@@ -178,7 +179,7 @@ def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     view = holdout_view(args.data, sequence, Path(args.out) / (f"data_{sequence}" + (f"_{args.size}" if size else "")),
                         size)
-    name = "_".join([sequence, f"seed{seed}", *(f"{k}-{v}" for k, v in overrides.items())]).replace("/", "-")
+    name = re.sub(r"[^\w.,-]+", "", "_".join([sequence, f"seed{seed}", *(f"{k}-{v}" for k, v in overrides.items())]))
     recipe = TrainConfig(data=str(view), out=str(Path(args.out) / name), time_budget=args.minutes, seed=seed)
     if size is not None:  # the recipe's crop is for 480x360 frames: keep its share of the frame
         recipe = replace(recipe, crop_size=(size[1] * recipe.crop_size[0] // 360, size[0] * recipe.crop_size[1] // 480))
