@@ -40,6 +40,8 @@ class SegmentationModel(nn.Module):
             features, indices = self.encoder(x), None
         scores = self.decoder(features, indices)
         # Deep supervision: a decoder's auxiliary scores (training mode only), at the output's size, for the loss.
-        self.aux_logits = [F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
-                           for a in getattr(self.decoder, "aux_scores", [])]
+        # Nothing is assigned in eval mode unless stale: an exported graph must not mutate the module.
+        if self.training or self.aux_logits:
+            self.aux_logits = [F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
+                               for a in getattr(self.decoder, "aux_scores", [])]
         return self.upsample(scores, x.shape[-2:])[..., :h, :w]

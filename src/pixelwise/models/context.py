@@ -89,5 +89,6 @@ class ContextDecoder(nn.Module):
             skip = lateral(features[index])
             x = refine(resize_to(x, skip) + skip)
             maps.append(x)
-        self.aux_scores = [head(m) for head, m in zip(self.aux_classifiers, maps)] if self.training else []
+        if self.training or self.aux_scores:  # in eval mode, only to drop the last training step's scores
+            self.aux_scores = [head(m) for head, m in zip(self.aux_classifiers, maps)] if self.training else []
         return self.classifier(x)
