@@ -117,7 +117,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default=d["augment"], choices=("auto", "upright", "top-down"),
                    help="geometric augmentation: upright (horizontal flips, for photos), top-down (also vertical "
                    "flips and 90-degree turns, for microscopy and aerial tiles), or auto: top-down when the "
-                   "training labels sit as often at the bottom of an image as at the top (default: %(default)s)")
+                   "training labels sit as often at the bottom of an image as at the top, logged with the "
+                   "measured figure (default: %(default)s)")
     p.add_argument("--class-weighting", default=d["class_weighting"], choices=WEIGHTINGS,
                    help="loss weights from training pixel counts (default: %(default)s)")
     p.add_argument("--loss", default=d["loss"], choices=LOSSES,
