@@ -143,7 +143,7 @@ def draw_decoder(ax, model, title: str, size=(360, 480)) -> None:
         _box(ax, 2.2, row[s], label, "#fde2c8")
         _arrow(ax, (0.95, row[s]), (1.45, row[s]))
         if k:
-            _arrow(ax, (2.2, row[path[k - 1]] - 0.25), (2.2, row[s] + 0.25))
+            _arrow(ax, (2.2, row[path[k - 1]] + 0.22), (2.2, row[s] - 0.22))
     out = decoder.output_stride
     _box(ax, 4.3, row[out], f"x{out} to the image\n{size[0]}x{size[1]}, {model.num_classes} classes", "#d5f0d5")
     _arrow(ax, (3.05, row[out]), (3.55, row[out]))
