@@ -54,8 +54,8 @@ def test_the_training_loss_adds_each_aux_head_at_its_weight():
 def test_the_exported_graph_equals_eager_at_any_size_and_holds_no_aux_head(backbone):
     model = build(backbone).eval()
     proto = export_network(model, {})
-    worst = check_against_eager(model, proto, shapes=[(1, 37, 53), (2, 64, 96), (1, 100, 70)])
-    assert worst < 1e-3
+    # raises when the graph's logits leave export's own relative tolerance, or a size was baked in
+    check_against_eager(model, proto, shapes=[(1, 37, 53), (2, 64, 96), (1, 100, 70)])
     names = {init.name for init in proto.graph.initializer}
     exported = sum(int(np.prod(init.dims)) for init in proto.graph.initializer)
     aux = sum(p.numel() for p in model.decoder.aux_classifiers.parameters())

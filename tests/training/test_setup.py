@@ -60,3 +60,11 @@ def test_nothing_is_kept_unless_asked_or_for_a_pair_with_a_problem(folder_datase
     assert bad not in spec.decoded and folder_dataset / "images" / "img03.png" not in spec.decoded
     assert len(spec.decoded) == 22
     assert load_spec(folder_dataset).decoded == {}  # listing alone decodes nothing
+
+
+def test_the_cache_shares_the_checked_arrays_instead_of_copying_them(folder_dataset):
+    spec, _ = checks.check_before_use(folder_dataset, log=lambda line: None, keep_decoded=True)
+    pairs = spec.splits["train"]
+    cached = SegmentationDataset(pairs, spec.num_classes, spec.ignore_index, cache=True, decoded=spec.decoded).preload()
+    for i, (image, mask) in enumerate(pairs):
+        assert cached.load(i)[0] is spec.decoded[image] and cached.load(i)[1] is spec.decoded[mask]

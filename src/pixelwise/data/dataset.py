@@ -65,7 +65,8 @@ class SegmentationDataset(Dataset):
             check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
         if self._cache is not None:
             # uint8 masks take an eighth of the memory of int64 ones
-            self._cache[index] = (image, mask.astype(np.uint8) if mask.max() < 256 else mask)
+            # (no copy of a mask the checker already keeps as uint8: the spec still holds it)
+            self._cache[index] = (image, mask.astype(np.uint8, copy=False) if mask.max() < 256 else mask)
         return image, mask
 
     def preload(self, desc: str = "checking data") -> "SegmentationDataset":
