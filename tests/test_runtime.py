@@ -142,3 +142,15 @@ def test_the_trainer_takes_each_side_of_the_cpus_precision_choice_when_forced(nu
                       strategy="full", precision="auto", pretrained=False, device="cpu")
     run = setup(cfg, log=logs.append)
     assert run.dtype == dtype and any(line in entry for entry in logs), logs
+
+
+def test_flip_tta_averages_the_logits_of_the_image_and_of_its_mirror_mirrored_back():
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, (1, 3), padding=(0, 1)).eval()  # a lopsided kernel: mirroring changes its output
+    images = torch.rand(2, 3, 5, 7)
+    with torch.no_grad():
+        plain = model(images)
+        expected = (plain + model(images.flip(-1)).flip(-1)) / 2
+        assert torch.allclose(predict_logits(model, images, torch.device("cpu"), None, flip=True), expected, atol=1e-6)
+        assert not torch.allclose(plain, expected, atol=1e-3)  # the mirror did change something
+        assert torch.equal(predict_logits(model, images, torch.device("cpu"), None), plain)

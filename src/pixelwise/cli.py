@@ -44,6 +44,16 @@ def non_negative_int(text: str) -> int:
     return whole_number(text, 0)
 
 
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {value:g}")
+    return value
+
+
 def float_pair(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(p) for p in text.split(","))
@@ -110,6 +120,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-scale", type=float, default=d["infer_scale"],
                    help="validate and predict on inputs resized by this factor; saved in the checkpoint "
                    "(default: %(default)s)")
+    p.add_argument("--resolution-schedule", type=share, default=d["resolution_schedule"], metavar="SHARE",
+                   help="train this share of the run (0..1) at half resolution, scales and crop shrunk together "
+                   "for ~4x cheaper steps, then at full resolution; 0: full throughout (default: %(default)s)")
     p.add_argument("--jitter", type=float, default=d["jitter"], help="brightness/contrast jitter (default: %(default)s)")
     p.add_argument("--colour", type=float, default=d["colour"], metavar="STRENGTH",
                    help="per-channel gain and saturation jitter, e.g. 0.2, for a new day's light or camera; "
@@ -123,7 +136,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="loss weights from training pixel counts (default: %(default)s)")
     p.add_argument("--loss", default=d["loss"], choices=LOSSES,
                    help="ce: cross-entropy over every labelled pixel; ohem: over the pixels still predicted "
-                   "wrong (true class below 0.7), at least a sixteenth of them (default: %(default)s)")
+                   "wrong (true class below 0.7), at least a sixteenth of them; ce+lovasz: cross-entropy plus the "
+                   "Lovász-softmax surrogate of each class's IoU (default: %(default)s)")
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")

@@ -46,6 +46,9 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 2.25)  # upscaled training: thin objects (poles, signs) get pixels
     infer_scale: float = 1.75  # evaluate and predict on upscaled inputs, inside the training scale range
     jitter: float = 0.2  # brightness/contrast jitter strength
+    # share of training at LOW_RESOLUTION (scales and crop shrunk together: ~4x cheaper steps) before full
+    # resolution; 0: full resolution throughout
+    resolution_schedule: float = 0.0
     colour: float = 0.0  # per-channel gain and saturation jitter strength (another day's light); 0: none
     # upright (horizontal flips) | top-down (+ vertical flips, 90° turns) | auto (decided from the labels). Not auto
     # by default: on the nuclei sample top-down did not pay (benchmarks/results/augment.json)

@@ -136,18 +136,23 @@ def to_device(images: torch.Tensor, device: torch.device, dtype: torch.dtype | N
 
 
 @torch.no_grad()
-def predict_logits(model, images: torch.Tensor, device, dtype, scale: float = 1.0) -> torch.Tensor:
+def predict_logits(model, images: torch.Tensor, device, dtype, scale: float = 1.0, flip: bool = False) -> torch.Tensor:
     """(N, 3, H, W) in 0..1 -> (N, C, H, W) float logits. With `scale` != 1 the network sees the
     images resized by that factor (thin objects cover more pixels at stride 8) and its logits
-    are resized back, so the output always matches the input."""
-    size = images.shape[-2:]
+    are resized back, so the output always matches the input. With `flip` the logits are the mean of
+    the images' and their mirror images' (mirrored back): test-time augmentation, in one batch of 2N."""
+    size, n = images.shape[-2:], images.shape[0]
     if scale != 1.0:
         images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False,
                                antialias=scale < 1)
+    if flip:
+        images = torch.cat([images, images.flip(-1)])
     with autocast(device, dtype):
         logits = model(to_device(images, device, dtype)).float()
     if dtype == torch.float16 and not torch.isfinite(logits).all():  # fp16 overflows past 65504: redo in fp32
         logits = model(to_device(images, device, None).float()).float()
+    if flip:
+        logits = (logits[:n] + logits[n:].flip(-1)) / 2
     if logits.shape[-2:] != size:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
@@ -177,6 +182,7 @@ class TorchEngine:
         self.model, self.device, self.dtype = inference_setup(model, device, precision, exact)
         self.scale = scale
         self.meta = meta
+        self.flip = False  # flip test-time augmentation (see predict_logits)
 
     @classmethod
     def prepared(cls, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
@@ -184,9 +190,10 @@ class TorchEngine:
         """A model already on its device at its precision (training's, validated as it trains)."""
         engine = cls.__new__(cls)
         engine.model, engine.device, engine.dtype, engine.scale, engine.meta = model, device, dtype, scale, None
+        engine.flip = False
         engine.on_cpu = False  # validation takes the argmax where the logits are: no copy of them to the host
         return engine
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        logits = predict_logits(self.model, images, self.device, self.dtype, self.scale)
+        logits = predict_logits(self.model, images, self.device, self.dtype, self.scale, self.flip)
         return logits.cpu() if self.on_cpu else logits

@@ -52,6 +52,21 @@ def test_train_transform_gives_crop_size_for_any_input():
         assert float(img.min()) >= 0 and float(img.max()) <= 1
 
 
+def test_at_resolution_shrinks_scale_and_crop_together_so_a_crop_shows_the_same_scene():
+    random.seed(2)
+    t = train_transform((16, 20), (1.0, 1.0), ignore_index=11)
+    mask = torch.arange(16 * 20).reshape(16, 20) % 11
+    image = torch.rand(3, 16, 20)
+    t.at_resolution(0.5)
+    img, msk = t(image, mask)
+    assert img.shape == (3, 8, 10)
+    half_image, half_mask = resize_pair(image, mask, (8, 10))  # the whole frame, at half the side
+    assert torch.equal(msk, half_mask) or torch.equal(msk, half_mask.flip(-1))  # (the flip is random)
+    t.at_resolution(1.0)
+    img, msk = t(image, mask)
+    assert img.shape == (3, 16, 20) and (torch.equal(msk, mask) or torch.equal(msk, mask.flip(-1)))
+
+
 def test_dihedral_turns_image_and_mask_alike_and_reaches_all_eight_views():
     from pixelwise.data.transforms import RandomDihedral
 

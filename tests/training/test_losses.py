@@ -45,3 +45,33 @@ def test_ohem_keeps_the_hardest_share_when_every_pixel_is_learnt():
     assert ohem(logits_for([0.5]), torch.full((1, 1, 1), 255)).item() == 0.0  # nothing labelled
     with pytest.raises(ValueError, match="unknown loss"):
         segmentation_loss(None, 255, "focal")
+
+
+def test_lovasz_of_a_one_hot_prediction_is_one_minus_mean_iou_over_present_classes():
+    from pixelwise.evaluation import ConfusionMatrix
+    from pixelwise.training.losses import lovasz_softmax
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (2, 12, 16), generator=generator)  # class 4 never appears in the labels
+    labels[0, :2] = 255
+    predicted = torch.randint(0, 5, (2, 12, 16), generator=generator)
+    logits = torch.nn.functional.one_hot(predicted, 5).movedim(-1, 1).float() * 100  # softmax: exactly one-hot
+    matrix = ConfusionMatrix(5, 255)
+    matrix.update(predicted, labels)
+    ious = matrix.compute()["per_class_iou"]
+    expected = sum(1 - ious[str(c)] for c in range(4)) / 4  # the mean over classes present in the labels
+    assert lovasz_softmax(logits, labels, 255).item() == pytest.approx(expected, abs=1e-6)
+    perfect = torch.nn.functional.one_hot(labels.clamp(max=3), 5).movedim(-1, 1).float() * 100
+    assert lovasz_softmax(perfect, labels, 255).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ce_plus_lovasz_adds_the_two_and_learns_from_a_crop_with_nothing_labelled():
+    from pixelwise.training import losses
+    logits = torch.randn(2, 3, 8, 10, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 8, 10))
+    grid = (..., slice(None, None, losses.LOVASZ_STRIDE), slice(None, None, losses.LOVASZ_STRIDE))
+    expected = (torch.nn.functional.cross_entropy(logits, labels)
+                + losses.lovasz_softmax(logits[grid], labels[grid], 255))
+    assert segmentation_loss(None, 255, "ce+lovasz")(logits, labels).item() == pytest.approx(expected.item())
+    nothing = losses.lovasz_softmax(logits, torch.full((2, 8, 10), 255), 255)
+    nothing.backward()  # the graph survives an all-ignore crop
+    assert nothing.item() == 0.0

@@ -169,3 +169,28 @@ def test_ema_run_saves_the_average_and_resumes_bit_identical(nuclei_root, tmp_pa
     moved = [k for k, v in whole["model"].items() if v.is_floating_point()
              and not torch.equal(v, whole["trained_model"][k])]
     assert moved  # ...not the weights the optimizer stepped
+
+
+class InputSizes(torch.nn.Module):
+    """A one-convolution model that records the size of every training batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.sizes = []
+
+    def forward(self, x):
+        if self.training:
+            self.sizes.append(tuple(x.shape[-2:]))
+        return self.conv(x)
+
+
+def test_resolution_schedule_trains_the_first_share_at_half_resolution_then_full(nuclei_root, tmp_path):
+    from pixelwise.config import TrainConfig
+    from pixelwise.training.engine import fit
+
+    cfg = TrainConfig(data=str(nuclei_root), out=str(tmp_path / "run"), epochs=4, resolution_schedule=0.5, **FAST)
+    model = InputSizes()
+    fit(cfg, model=model, log=lambda _: None)
+    steps = len(model.sizes) // 4
+    assert model.sizes == [(32, 32)] * (2 * steps) + [(64, 64)] * (2 * steps)  # epochs 1-2 at 0.5x, 3-4 at 1x

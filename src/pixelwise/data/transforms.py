@@ -40,15 +40,23 @@ class Compose:
             image, mask = t(image, mask, rng)
         return image, mask
 
+    def at_resolution(self, factor: float) -> None:
+        """Every later sample at `factor` times the resolution: the scales drawn and the crop shrink
+        together, so a crop shows as much of the scene at a fraction of the pixels (a cheap early phase)."""
+        for t in self.transforms:
+            if hasattr(t, "resolution"):
+                t.resolution = factor
+
 
 class RandomScale:
     """Resize by a factor drawn uniformly from `scale_range`: objects appear at many sizes."""
 
     def __init__(self, scale_range: tuple[float, float]):
         self.scale_range = scale_range
+        self.resolution = 1.0
 
     def __call__(self, image, mask, rng=random):
-        s = rng.uniform(*self.scale_range)
+        s = rng.uniform(*self.scale_range) * self.resolution
         h, w = image.shape[-2:]
         return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
 
@@ -70,14 +78,19 @@ class PadTo:
 
 class RandomCrop:
     def __init__(self, size: tuple[int, int], ignore_index: int):
-        self.size = size
-        self.pad = PadTo(size, ignore_index)
+        self.full_size, self.ignore_index = size, ignore_index
+        self.resolution = 1.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(max(1, round(side * self.resolution)) for side in self.full_size)
 
     def __call__(self, image, mask, rng=random):
-        image, mask = self.pad(image, mask)
+        size = self.size
+        image, mask = PadTo(size, self.ignore_index)(image, mask)
         h, w = image.shape[-2:]
-        top, left = rng.randint(0, h - self.size[0]), rng.randint(0, w - self.size[1])
-        window = (slice(top, top + self.size[0]), slice(left, left + self.size[1]))
+        top, left = rng.randint(0, h - size[0]), rng.randint(0, w - size[1])
+        window = (slice(top, top + size[0]), slice(left, left + size[1]))
         return image[:, window[0], window[1]], mask[window[0], window[1]]
 
 

@@ -52,12 +52,13 @@ class ExportedGraph:
     inference-scale resizes around it are eager PyTorch's (`runtime.predict_logits`)."""
     scale: float
     streams: int = 1
+    flip: bool = False  # flip test-time augmentation (see runtime.predict_logits)
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale)
+        return predict_logits(self.run, images, torch.device("cpu"), None, self.scale, self.flip)
 
 
 class OnnxRuntimeEngine(ExportedGraph):

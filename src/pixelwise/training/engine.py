@@ -55,6 +55,7 @@ def lr_factor(progress: float, warmup: float) -> float:
 
 # ---------------------------------------------------------------- one epoch, one evaluation
 
+LOW_RESOLUTION = 0.5  # --resolution-schedule's early phase: half the side, a quarter of the pixels
 VAL_SHARE_INVERSE = 9  # --val-every 0: train 9x as long as a validation takes between validations
 AUX_WEIGHT = 0.4  # each auxiliary head's share of the loss, as in PSPNet's deep supervision
 
@@ -498,6 +499,10 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
         run.loader.sampler.set_epoch(epoch)
         run.train_set.epoch = epoch
         control = clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)
+        if cfg.resolution_schedule:
+            resolution = LOW_RESOLUTION if control(0)[0] < cfg.resolution_schedule else 1.0
+            run.train_set.transform.at_resolution(resolution)
+            log(f"resolution schedule: epoch {epoch + 1} at {resolution:g}x")
         if cfg.strategy == "progressive":
             unfrozen = strategies.progressive_unfreeze(run.model, control(0)[0])
             log(f"progressive: {len(unfrozen)} of {len(run.model.encoder.stage_prefixes)} encoder stages training")
