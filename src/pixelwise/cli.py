@@ -138,6 +138,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="ce: cross-entropy over every labelled pixel; ohem: over the pixels still predicted "
                    "wrong (true class below 0.7), at least a sixteenth of them; ce+lovasz: cross-entropy plus the "
                    "Lovász-softmax surrogate of each class's IoU (default: %(default)s)")
+    p.add_argument("--unlabelled", action="append", default=list(d["unlabelled"]), metavar="DIR",
+                   help="a folder of images nobody labelled, learnt from through the model's own confident "
+                   "predictions (weak-to-strong consistency); repeat for several folders. Copies of val or test "
+                   "images are left out, unreadable images skipped and listed")
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")
@@ -160,7 +164,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in known})
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in known})
 
 
 def without_option(argv: list[str], option: str) -> list[str]:

@@ -55,6 +55,7 @@ class TrainConfig:
     augment: str = "upright"
     class_weighting: str = "sqrt-median"  # rare classes matter for mean IoU; full median weighting overshoots
     loss: str = "ce"  # ce (every labelled pixel) | ohem (the pixels still predicted wrong)
+    unlabelled: tuple[str, ...] = ()  # folders of images without masks, learnt through confident pseudo-labels
     ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and saved; 0: none
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
     skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping
@@ -76,7 +77,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        for key in ("crop_size", "scale_range"):
+        for key in ("crop_size", "scale_range", "unlabelled"):
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

@@ -25,12 +25,13 @@ from pixelwise.data.dataset import SegmentationDataset, fits_in_memory
 from pixelwise.data.formats import DatasetSpec, split_pairs
 from pixelwise.data.io import write_atomic
 from pixelwise.data.transforms import resolve_augment, train_transform
+from pixelwise.data.unlabelled import UnlabelledDataset, collate_unlabelled, list_unlabelled, screen_pool
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
 from pixelwise.models.registry import create_model
 from pixelwise.runtime import (TorchEngine, autocast, depthwise_fp32_in_training, prepare_model, resolve_precision,
                                to_device)
-from pixelwise.training import advisor, distributed, strategies
+from pixelwise.training import advisor, distributed, semi, strategies
 from pixelwise.training.distributed import Dist
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.plots import plot_curves
@@ -66,9 +67,12 @@ class Diverged(PixelwiseError):
 
 def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: Callable[[int], tuple[float, bool]],
                     base_lrs: list[float], warmup: float, desc: str = "train", epoch: int = 0,
-                    ctx: Dist = Dist(), after_step: Callable[[], None] | None = None) -> dict:
+                    ctx: Dist = Dist(), after_step: Callable[[], None] | None = None,
+                    consistency: semi.Consistency | None = None) -> dict:
     """One pass over `loader`. `control(step)` -> (schedule position in 0..1, stop now): the same on every
-    rank, so all take the same steps at the same learning rate. `after_step()` runs after each optimizer step."""
+    rank, so all take the same steps at the same learning rate. `after_step()` runs after each optimizer step.
+    With `consistency` each step also learns an unlabelled batch's confident pseudo-labels, in the same
+    forward pass as the labelled batch; `loss` stays the supervised loss."""
     model.train()
     total_loss, images, steps = 0.0, 0, 0
     start = time.time()
@@ -84,11 +88,18 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * factor
         image, target = to_device(image, device, dtype), target.to(device, non_blocking=True)
+        labelled = image.shape[0]
+        if consistency is not None:
+            strong, pseudo, confident = consistency.views(step, device, dtype)
+            image = torch.cat([image, strong])  # one pass: BatchNorm sees both halves together
         with autocast(device, dtype):
             logits = model(image)
-        loss = loss_fn(logits.float(), target)
+        loss = loss_fn(logits[:labelled].float(), target)
         for aux in getattr(getattr(model, "module", model), "aux_logits", []):  # DDP wraps the model
-            loss = loss + AUX_WEIGHT * loss_fn(aux.float(), target)
+            loss = loss + AUX_WEIGHT * loss_fn(aux[:labelled].float(), target)
+        supervised = loss
+        if consistency is not None:
+            loss = loss + consistency.loss(logits[labelled:], pseudo, confident)
         if distributed.any_rank(not torch.isfinite(loss), ctx):
             bar.close()
             raise Diverged(f"training diverged in epoch {epoch}, step {step + 1} (loss {loss.item()}); "
@@ -98,8 +109,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
         optimizer.step()
         if after_step is not None:
             after_step()
-        total_loss += loss.item() * image.shape[0]
-        images += image.shape[0]
+        total_loss += supervised.item() * labelled
+        images += labelled
         steps += 1
         rate = images / max(time.time() - start, 1e-9)
         bar.set_postfix(loss=f"{total_loss / images:.3f}", img_s=f"{rate:.1f}")
@@ -108,7 +119,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
     seconds = time.time() - start
     # images/s of the whole job: every rank trained as many images as this one
     return {"loss": total_loss / max(images, 1), "images": images * ctx.world, "steps": steps, "seconds": seconds,
-            "images_per_s": images * ctx.world / max(seconds, 1e-9), "data_wait_share": data_wait / max(seconds, 1e-9)}
+            "images_per_s": images * ctx.world / max(seconds, 1e-9), "data_wait_share": data_wait / max(seconds, 1e-9),
+            **(consistency.epoch_stats() if consistency is not None else {})}
 
 
 @torch.no_grad()
@@ -177,6 +189,31 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     loader = DataLoader(train_set, batch_size=batch // ctx.world, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, generator=generator)
     return spec, train_set, val_set, loader, loss_fn
+
+
+def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: SegmentationDataset, log: Callable[[str], None],
+                      ctx: Dist = Dist()) -> tuple[DataLoader | None, list[Path]]:
+    """The --unlabelled pool, screened for copies of val and test images, as a loader of weak views (the
+    labelled set's own transform, so the resolution schedule moves both) -> (loader or None, pool paths).
+    Each rank walks its own share of the pool."""
+    if not cfg.unlabelled:
+        return None, []
+    held_out = [image for split in ("val", "test") for image, _ in spec.splits.get(split, [])]
+    pool = screen_pool(list_unlabelled(cfg.unlabelled), held_out, spec.decoded, progress=ctx.main)
+    for copy, original in pool.leaked:
+        log(f"leakage: unlabelled {copy} copies {original}; left out")
+    for path, reason in pool.unreadable:
+        log(f"unreadable: {path} ({reason}); left out")
+    if not pool.paths:
+        raise DataError(f"--unlabelled {', '.join(cfg.unlabelled)}: no usable image ({pool.summary()})")
+    log(f"semi-supervised: {len(train_set)} labelled and {pool.summary()}; pseudo-labels need "
+        f"{semi.THRESHOLD:g} confidence")
+    dataset = UnlabelledDataset(pool.paths, train_set.transform, seed=cfg.seed, ignore_index=spec.ignore_index)
+    batch = min(cfg.batch_size, len(train_set)) // ctx.world
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=collate_unlabelled, drop_last=len(sampler) >= batch)
+    return loader, pool.paths
 
 
 def resolve_strategy(cfg: TrainConfig, spec: DatasetSpec, out: Path, log: Callable[[str], None]) -> TrainConfig:
@@ -268,6 +305,8 @@ class Run:
     ctx: Dist = Dist()
     skipped: list = field(default_factory=list)  # data problems whose pairs --skip-bad left out
     ema: AveragedModel | None = None  # the moving average of the weights (--ema), when there is one
+    consistency: semi.Consistency | None = None  # learning from the --unlabelled pool, when there is one
+    pool: list[Path] = field(default_factory=list)  # the unlabelled images it draws from
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -369,6 +408,10 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    pool_loader, pool = unlabelled_loader(cfg, spec, train_set, log, ctx)
+    # the teacher that pseudo-labels: the moving average where there is one, steadier than the weights
+    consistency = semi.Consistency(pool_loader, model if ema is None else ema.module, cfg.seed, ctx.rank) \
+        if pool_loader is not None else None
     state = TrainState()
     if ckpt is not None:
         state = restore(ckpt, model, optimizer, loader, ema)
@@ -380,7 +423,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         f"on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
-               train_set, val_set, device, dtype, state, ctx, skipped, ema)
+               train_set, val_set, device, dtype, state, ctx, skipped, ema, consistency, pool)
 
 
 def _quiet(_: str) -> None:
@@ -474,13 +517,16 @@ def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dic
                           "val_pixel_accuracy": scores["pixel_accuracy"],
                           "images_per_s": stats["images_per_s"], "data_wait_share": stats["data_wait_share"],
                           "lr": run.optimizer.param_groups[0]["lr"],
-                          "elapsed_min": (time.time() - clock.t0) / 60})
+                          "elapsed_min": (time.time() - clock.t0) / 60,
+                          **{k: stats[k] for k in ("unlabelled_loss", "confident_share") if k in stats}})
     return scores, improved
 
 
 def epoch_line(epoch: int, stats: dict, scores: dict | None, improved: bool, elapsed_s: float) -> str:
     """The log's line for an epoch: for people to read; watchers follow progress.json."""
     return (f"epoch {epoch + 1:3d}  loss {stats['loss']:.4f}  "
+            + (f"unlabelled loss {stats['unlabelled_loss']:.4f} ({stats['confident_share']:.0%} confident)  "
+               if "unlabelled_loss" in stats else "")
             + (f"val mIoU {scores['mean_iou']:.4f}{' *' if improved else '  '}  " if scores else "")
             + f"{stats['images_per_s']:.1f} img/s ({stats['data_wait_share']:.0%} waiting for data)  "
             + f"{elapsed_s / 60:.1f} min")
@@ -507,10 +553,13 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
             unfrozen = strategies.progressive_unfreeze(run.model, control(0)[0])
             log(f"progressive: {len(unfrozen)} of {len(run.model.encoder.stage_prefixes)} encoder stages training")
             run.trained = distributed.wrap(run.model, run.ctx, run.device)  # DDP must see the new trainable set
+        if run.consistency is not None:
+            run.consistency.start_epoch(epoch)
         stats = train_one_epoch(run.trained, run.loader, run.loss_fn, run.optimizer, run.device, run.dtype,
                                 control, run.base_lrs, cfg.warmup, epoch=epoch + 1, ctx=run.ctx,
                                 after_step=None if run.ema is None else lambda: run.ema.update_parameters(run.model),
-                                desc=f"epoch {epoch + 1}" + ("" if clock.budget_s else f"/{cfg.epochs}"))
+                                desc=f"epoch {epoch + 1}" + ("" if clock.budget_s else f"/{cfg.epochs}"),
+                                consistency=run.consistency)
         clock.epoch_s = stats["seconds"]
         clock.trained_since_val_s += stats["seconds"]
         state.epoch, state.step, state.last_loss = epoch + 1, state.step + stats["steps"], stats["loss"]
@@ -544,6 +593,12 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
         distributed.shutdown()
     if run.state.epoch == start_epoch:
         raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
+    unreadable = sorted(run.consistency.unreadable) if run.consistency is not None else []
+    if unreadable:
+        log(f"{len(unreadable)} unlabelled image{'s' if len(unreadable) > 1 else ''} could not be read during "
+            "training and taught nothing:")
+        for index in unreadable:
+            log(f"  {run.pool[index]}")
     if run.skipped:
         log(f"--skip-bad left out {len(run.skipped)} problem file{'s' if len(run.skipped) > 1 else ''}:")
         for problem in run.skipped:
