@@ -215,9 +215,10 @@ def cmd_evaluate(args) -> None:
 
     metrics = evaluate(args.checkpoint, args.data, split=args.split, format=args.format, json_path=args.json,
                        plot_path=args.plot, device=args.device, precision=args.precision, engine=args.engine,
-                       profile=args.profile)
+                       profile=args.profile, per_image_csv=args.per_image)
     print(format_metrics(metrics))
-    print(f"\nconfusion matrix: {metrics['confusion_plot']}" + (f"\nmetrics JSON: {args.json}" if args.json else ""))
+    print(f"\nconfusion matrix: {metrics['confusion_plot']}" + (f"\nmetrics JSON: {args.json}" if args.json else "")
+          + (f"\nper image, worst first: {args.per_image}" if args.per_image else ""))
 
 
 def check_outputs(images: list[Path], out: Path) -> None:
@@ -615,8 +616,9 @@ def add_annotate_parser(sub) -> None:
 
 def add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
-                       description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and "
-                       "per-class IoU, and save a confusion-matrix PNG. Example: pixelwise evaluate "
+                       description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, "
+                       "mean Dice, and per class IoU, Dice (F1), precision and recall, and save a confusion-matrix "
+                       "PNG. Example: pixelwise evaluate "
                        "--checkpoint runs/camvid/best.pt --data data/camvid --json runs/camvid/test.json")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     p.add_argument("--data", required=True, help="dataset root folder")
@@ -624,6 +626,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--format", default="auto", choices=("auto", "camvid", "voc", "folder"), help="dataset layout")
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON here")
     p.add_argument("--plot", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
+    p.add_argument("--per-image", metavar="CSV", help="also write each image's mean IoU, pixel accuracy and IoU "
+                   "per class here, worst image first (the order of `data browse --worst`)")
     add_speed_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     add_precision_argument(p)

@@ -7,7 +7,11 @@ t_i = sum_j n[i, j].
   mean accuracy       mean_i n_ii / t_i
   IoU_i               n_ii / (t_i + sum_j n_ji - n_ii)
   frequency-weighted  sum_i t_i IoU_i / sum_i t_i
-A class with no pixels in truth or prediction has IoU null and is left out of the mean.
+and those medicine and biology report, with p_i = sum_j n_ji the pixels predicted as i:
+  Dice_i (= F1_i)     2 n_ii / (t_i + p_i)
+  precision_i         n_ii / p_i
+  recall_i            n_ii / t_i
+A class with no pixels in truth or prediction has IoU and Dice null and is left out of their means.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ class ConfusionMatrix:
             iou = diag / (truth + predicted - diag)
             class_acc = diag / truth
             precision = diag / predicted
+            dice = 2 * diag / (truth + predicted)
         present = truth > 0
         names = class_names or [str(i) for i in range(self.num_classes)]
         return {
@@ -51,10 +56,49 @@ class ConfusionMatrix:
             "mean_accuracy": float(np.nanmean(class_acc)) if present.any() else float("nan"),
             "mean_iou": float(np.nanmean(iou)) if (~np.isnan(iou)).any() else float("nan"),
             "fw_iou": float((truth[present] * iou[present]).sum() / total) if total else float("nan"),
+            "mean_dice": float(np.nanmean(dice)) if (~np.isnan(dice)).any() else float("nan"),
+            "per_class_dice": _by_name(names, dice),  # = F1: the harmonic mean of precision and recall
             "per_class_iou": _by_name(names, iou),
             "per_class_precision": _by_name(names, precision),  # of the pixels predicted as the class, how many are
             "per_class_recall": _by_name(names, class_acc),  # of the class's pixels, how many were found
         }
+
+
+class PerImageScores:
+    """A confusion matrix for each image beside the dataset's own: give `evaluate_engine` this instead of a
+    ConfusionMatrix. Batches arrive in dataset order, so the n-th image scored is `stems[n]`."""
+
+    def __init__(self, total: ConfusionMatrix, stems: list[str], class_names):
+        self.total, self.stems, self.class_names = total, stems, class_names
+        self.rows: list[tuple[str, dict]] = []
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        self.total.update(prediction, target)
+        for one_prediction, one_target in zip(prediction, target):
+            matrix = ConfusionMatrix(self.total.num_classes, self.total.ignore_index)
+            matrix.update(one_prediction, one_target)
+            self.rows.append((self.stems[len(self.rows)], matrix.compute(self.class_names)))
+
+    def worst_first(self) -> list[tuple[str, dict]]:
+        """By mean IoU, lowest first (as `data browse --worst` shows them); images with nothing labelled last."""
+        return sorted(self.rows, key=lambda row: (np.isnan(row[1]["mean_iou"]), row[1]["mean_iou"]))
+
+    def write_csv(self, path) -> None:
+        """One row per image, worst first: mean IoU, pixel accuracy, then each class's IoU (empty where the
+        class is in neither the truth nor the prediction of that image)."""
+        import csv
+
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "mean_iou", "pixel_accuracy", *(f"iou_{name}" for name in self.class_names)])
+            for stem, scores in self.worst_first():
+                ious = [scores["per_class_iou"][name] for name in self.class_names]
+                writer.writerow([stem, _cell(scores["mean_iou"]), _cell(scores["pixel_accuracy"]),
+                                 *(_cell(v) for v in ious)])
+
+
+def _cell(value) -> str:
+    return "" if value is None or np.isnan(value) else f"{value:.6f}"
 
 
 def _by_name(names, values: np.ndarray) -> dict:
