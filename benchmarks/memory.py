@@ -1,14 +1,17 @@
 """Memory stays bounded: resident memory (RSS) across 20 epochs of training and across a 10,000-image
-predict run must stay flat (under 5% growth).
+predict run must stay flat (under 5% growth), and a pool of 10,000 unlabelled images must not raise
+the trainer's memory over a pool of 10.
 
-    python benchmarks/memory.py [--epochs 40] [--images 10000]
+    python benchmarks/memory.py [--epochs 40] [--images 10000] [--pool 10000] [--only pool]
 
 Training reports growth over the first 20 epochs (from epoch 2, after the optimizer state exists) and
 over the next 20: the allocator and the kernel caches warm up during the first ones.
 
 Training runs the bundled sample (the demo's recipe); prediction runs the predict pipeline over 10,000
 links to the sample's 16 tiles, each under its own name, with the demo's checkpoint. RSS is read from
-/proc/self/status every 0.2 s by a thread. The last line is one JSON object.
+/proc/self/status every 0.2 s by a thread. The pool runs train the sample's tiles with `--unlabelled`
+a folder of links to its training tiles (copies of training images are not leakage), 10 links against
+--pool links, and compare the peak RSS of their epochs. The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -58,13 +61,42 @@ def growth(after_warmup: float, end: float) -> float:
     return round(100 * (end - after_warmup) / after_warmup, 2)
 
 
+def pool_memory(pool_size: int, epochs: int = 8) -> dict:
+    """Peak RSS of the epochs of two semi-supervised runs on the sample: a pool of 10 images, then of
+    `pool_size` (links to the training tiles)."""
+    sample = sample_root()
+    tiles = [sample / "images" / f"{stem}.png" for stem in (sample / "splits" / "train.txt").read_text().split()]
+    peaks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (10, pool_size):
+            folder = Path(tmp) / f"pool{size}"
+            folder.mkdir()
+            for i in range(size):
+                (folder / f"img{i:05d}.png").symlink_to(tiles[i % len(tiles)])
+            per_epoch = []
+            train(sample, out=Path(tmp) / f"run{size}", epochs=epochs, unlabelled=[str(folder)],
+                  log=lambda line: per_epoch.append(rss_mb()) if line.startswith("epoch") else None)
+            peaks[size] = max(per_epoch[1:])  # from epoch 2, as above
+    return {"epochs": epochs, "pool_sizes": [10, pool_size], "rss_mb_peak": [round(peaks[10], 1),
+                                                                            round(peaks[pool_size], 1)],
+            "growth_percent": growth(peaks[10], peaks[pool_size])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--pool", type=int, default=10000)
+    parser.add_argument("--only", choices=("pool",), help="run the unlabelled-pool part alone")
     args = parser.parse_args()
     result = {"machine": machine()}
     print(f"machine: {result['machine']}", flush=True)
+    if args.only in (None, "pool"):
+        result["unlabelled_pool"] = pool_memory(args.pool)
+        print(f"unlabelled pool: {result['unlabelled_pool']}", flush=True)
+        if args.only:
+            print(json.dumps(result))
+            return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         per_epoch = []
