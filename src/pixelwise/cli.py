@@ -277,9 +277,11 @@ def cmd_predict(args) -> None:
     on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
     batch_size = args.batch_size or (8 if on_gpu else 1)
     summary = predict_folder(predictor, images, out, batch_size=batch_size, overlay=not args.no_overlay,
-                             tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr))
+                             tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr),
+                             probabilities=args.save_probs)
     plural = "" if summary.written == 1 else "s"
     what = f"mask{plural}" if args.no_overlay else f"mask{plural} and overlay{plural}"
+    what += f" and {args.save_probs} probabilities" if args.save_probs else ""
     rate = f"{summary.images_per_s:.1f}" if summary.images_per_s >= 1 else f"{summary.images_per_s:.3f}"
     print(f"wrote {summary.written} {what} to {out} in {summary.seconds:.1f} s ({rate} images/s)")
     if summary.failed:  # one bad file never stops a folder of good ones
@@ -654,6 +656,9 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--overlap", type=int, default=128, metavar="PIXELS",
                    help="tile overlap, at most half of --tile (default: %(default)s)")
     p.add_argument("--no-overlay", action="store_true", help="write only the class-index PNGs")
+    p.add_argument("--save-probs", choices=("uint8", "float16"), metavar="uint8|float16",
+                   help="also write each image's class probabilities to <stem>_probs.npy, shape (classes, H, W): "
+                   "uint8 holds round(255 p), read back as q / 255; float16 holds p")
     add_speed_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     add_precision_argument(p)

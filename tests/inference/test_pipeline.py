@@ -13,7 +13,7 @@ from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.pipeline import equal_size_batches, predict_folder
 from pixelwise.data.io import gather_images
 from pixelwise.inference.predict import Predictor
-from pixelwise.inference.tiling import predict_tiled
+from pixelwise.inference.tiling import class_argmax, predict_tiled
 
 
 class ColourEngine:
@@ -145,6 +145,30 @@ def test_no_overlay_writes_labels_only(photos, tmp_path):
     summary = predict_folder(make_predictor(), images, tmp_path / "out", overlay=False)
     assert summary.written == 8 and summary.failed == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{p.stem}.png" for p in images)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_saved_probabilities_are_the_softmax_of_the_logits_and_their_argmax_is_the_mask(photos, tmp_path, streamed):
+    images = [p for p in gather_images([photos]) if p.name != "broken.png"]
+    engine = StreamedColourEngine() if streamed else ColourEngine()
+    predictor = Predictor(engine, ["red", "green", "blue", "dark"], default_palette(4), 255)
+    predict_folder(predictor, images, tmp_path / "u8", overlay=False, probabilities="uint8")
+    predict_folder(predictor, images, tmp_path / "f16", overlay=False, probabilities="float16")
+    for path in images:
+        logits = ColourEngine().logits(torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255)[0]
+        expected = logits.softmax(0).numpy()
+        quantised, half = np.load(tmp_path / "u8" / f"{path.stem}_probs.npy"), np.load(tmp_path / "f16" /
+                                                                                        f"{path.stem}_probs.npy")
+        assert quantised.dtype == np.uint8 and half.dtype == np.float16 and half.shape == (4, *read_image(path).shape[:2])
+        np.testing.assert_array_equal(quantised, np.round(expected * 255).astype(np.uint8))
+        np.testing.assert_allclose(half, expected, atol=1e-3)
+        mask = read_mask(tmp_path / "u8" / f"{path.stem}.png")
+        np.testing.assert_array_equal(mask, class_argmax(logits))  # the mask `predict` writes, as before
+        top2 = np.sort(expected, axis=0)[-2:]
+        clear = top2[1] - top2[0] > 1e-6  # where two classes tie, either is the argmax
+        np.testing.assert_array_equal(mask[clear], expected.argmax(0)[clear])
+    with pytest.raises(PixelwiseError, match="--save-probs .* --tile"):
+        predict_folder(predictor, images, tmp_path / "tiled", tile=256, probabilities="uint8")
 
 
 def test_tiled_pipeline_writes_predict_tiled_labels(photos, tmp_path):

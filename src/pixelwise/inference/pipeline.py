@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.inference.predict import Predictor
+from pixelwise.inference.predict import Predictor, write_probabilities
 from pixelwise.inference.tiling import check_tiling, class_argmax
 
 
@@ -59,13 +59,17 @@ def runs_side_by_side(images: int, batch_size: int | None, tile: int | None) -> 
 
 def predict_folder(predictor: Predictor, images: list[Path], out: Path, *, batch_size: int = 1, overlay: bool = True,
                    tile: int | None = None, overlap: int = 128, workers: int = 2,
-                   log: Callable[[str], None] = print) -> PredictSummary:
+                   log: Callable[[str], None] = print, probabilities: str | None = None) -> PredictSummary:
     """Predict `images` into `out`: <stem>.png and, with `overlay`, <stem>_overlay.png per image.
 
     An engine with several `streams` predicts images side by side, one a stream (`runs_side_by_side`).
     Otherwise images of equal size go through the engine `batch_size` at a time, or with `tile` tile
     by tile (`predict_tiled`), while `workers` threads decode and as many write. An image that cannot
-    be read is logged, listed in `failed` and skipped; it never stops the run."""
+    be read is logged, listed in `failed` and skipped; it never stops the run. With `probabilities`
+    (uint8 or float16) each image's class probabilities go to <stem>_probs.npy as well (`write_probabilities`)."""
+    if probabilities is not None and tile is not None:
+        raise PixelwiseError("--save-probs keeps a probability for every class at every pixel, which a tiled "
+                             "huge image would not fit in memory; predict it without one of --tile and --save-probs")
     if batch_size < 1 or workers < 1:
         raise PixelwiseError(f"--batch-size {batch_size} and workers {workers} must be at least 1")
     if tile is not None:
@@ -83,24 +87,25 @@ def predict_folder(predictor: Predictor, images: list[Path], out: Path, *, batch
 
         streams = getattr(predictor.engine, "streams", 1)  # an engine of the user's own may not say
         if streams > 1 and runs_side_by_side(len(images), batch_size, tile):
-            summary.written = _side_by_side(predictor, images, out, overlay, streams, skip, bar)
+            summary.written = _side_by_side(predictor, images, out, overlay, streams, skip, bar, probabilities)
         else:
             summary.written = _overlapped(predictor, images, out, batch_size, overlay, tile, overlap, workers,
-                                          skip, bar)
+                                          skip, bar, probabilities)
     summary.seconds = time.perf_counter() - start
     summary.images_per_s = summary.written / summary.seconds if summary.seconds > 0 else 0.0
     return summary
 
 
 def _side_by_side(predictor: Predictor, images: list[Path], out: Path, overlay: bool, streams: int, skip,
-                  bar) -> int:
+                  bar, probabilities: str | None = None) -> int:
     """`streams` threads, each taking one image from file to files. -> images written"""
     def one(path: Path) -> tuple[Path, PixelwiseError | None]:
         try:
             rgb = predictor.as_rgb(path)
         except PixelwiseError as err:  # one bad file must not stop a folder of good ones
             return path, err
-        predictor.write(out, path, rgb, predictor.predict(rgb), overlay)
+        _write(predictor, out, path, rgb, predictor.predict(rgb) if probabilities is None else predictor.logits(rgb),
+               overlay, probabilities)
         return path, None
 
     written = 0
@@ -123,7 +128,7 @@ def _side_by_side(predictor: Predictor, images: list[Path], out: Path, overlay: 
 
 
 def _overlapped(predictor: Predictor, images: list[Path], out: Path, batch_size: int, overlay: bool, tile: int | None,
-                overlap: int, workers: int, skip, bar) -> int:
+                overlap: int, workers: int, skip, bar, probabilities: str | None = None) -> int:
     """Decode and write in helper threads around one model call at a time. -> images written"""
     # a huge image is decoded one ahead only: several would not fit in memory at once
     ahead = 1 if tile else 2 * batch_size
@@ -138,14 +143,17 @@ def _overlapped(predictor: Predictor, images: list[Path], out: Path, batch_size:
             else:  # (N, C, H, W) logits; the writers take the argmax, off the model's thread
                 results = predictor.batch_logits(rgbs)
             for (path, rgb), result in zip(batch, results):
-                writes.submit(_write, predictor, out, path, rgb, result, overlay)
+                writes.submit(_write, predictor, out, path, rgb, result, overlay, probabilities)
             bar.update(len(batch))
         writes.drain()
     return writes.finished
 
 
-def _write(predictor: Predictor, out: Path, path: Path, rgb: np.ndarray, result, overlay: bool) -> None:
-    """result: HxW uint8 labels, or (C, H, W) logits to take them from."""
+def _write(predictor: Predictor, out: Path, path: Path, rgb: np.ndarray, result, overlay: bool,
+           probabilities: str | None = None) -> None:
+    """result: HxW uint8 labels, or (C, H, W) logits to take them (and the probabilities) from."""
+    if probabilities is not None:
+        write_probabilities(out, path, result, probabilities)
     predictor.write(out, path, rgb, result if isinstance(result, np.ndarray) else class_argmax(result), overlay)
 
 

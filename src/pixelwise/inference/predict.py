@@ -77,6 +77,24 @@ class Predictor:
         write_outputs(out_dir, image_path, rgb, labels, self.palette, overlay)
 
 
+PROBABILITY_FORMATS = ("uint8", "float16")
+
+
+def write_probabilities(out: Path, path: Path, logits: torch.Tensor, kind: str) -> Path:
+    """<stem>_probs.npy: the (C, H, W) softmax of `logits`, as float16, or as uint8 where q = round(255 p)
+    (read back as q / 255: within 1/510 of p, at half float16's size). Written atomically."""
+    if kind not in PROBABILITY_FORMATS:
+        raise PixelwiseError(f"unknown probability format {kind!r}; choose {' or '.join(PROBABILITY_FORMATS)}")
+    probabilities = logits.float().softmax(0)
+    array = (probabilities * 255).round_().to(torch.uint8) if kind == "uint8" else probabilities.half()
+    target = out / f"{path.stem}_probs.npy"
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array.numpy())
+    tmp.replace(target)
+    return target
+
+
 def write_outputs(out: Path, path: Path, rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray,
                   overlay: bool = True) -> None:
     """What a prediction leaves in `out`: <stem>.png (class indices, palette) and, with `overlay`,
