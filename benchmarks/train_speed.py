@@ -42,7 +42,7 @@ from pixelwise.training.engine import prepare_data
 def plain_loop(cfg: TrainConfig, warmup: int = 3) -> float:
     """One epoch of the loop a user would write, on pixelwise's own dataset and loss. -> images/s."""
     torch.manual_seed(0)
-    _, train_set, _, _, loss_fn = prepare_data(cfg, load_spec(cfg.data), torch.device("cpu"), log=lambda m: None)
+    _, train_set, _, _, loss_fn, _ = prepare_data(cfg, load_spec(cfg.data), torch.device("cpu"), log=lambda m: None)
     model = create_model(cfg.model, backbone=cfg.backbone, num_classes=11, pretrained=False)
     model, device, dtype = inference_setup(model, "cpu", "auto")  # channels_last + bf16, as pixelwise trains
     model.train()

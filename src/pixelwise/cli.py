@@ -72,7 +72,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.training.strategies import STRATEGIES
 
     d = DEFAULTS
-    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--config", metavar="FILE", help="start from this config.yaml (every run writes one, with each "
+                   "auto decision resolved); options given here override it")
+    p.add_argument("--data", help="dataset root folder (required unless --config gives it)")
     p.add_argument("--out", default=d["out"], help="run folder for checkpoints, curves and history (default: %(default)s)")
     p.add_argument("--format", default=d["format"], choices=FORMATS, help="dataset layout (default: detect)")
     p.add_argument("--model", default=d["model"], choices=list_models(), help="architecture (default: %(default)s)")
@@ -162,6 +164,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="with several processes on CUDA, BatchNorm statistics over the global batch")
 
 
+def config_file_defaults(argv: list[str]) -> dict:
+    """The values of `train --config FILE`, as defaults that options on the command line override.
+    An --epochs given here ends the file's time budget, which would otherwise take precedence."""
+    from pixelwise.config import read_config_file
+
+    path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None) or next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None:
+        return {}
+    values = read_config_file(path)
+    if any(a == "--epochs" or a.startswith("--epochs=") for a in argv):
+        values["time_budget"] = None
+    return {k: tuple(v) if isinstance(v, list) and k in ("crop_size", "scale_range") else v for k, v in values.items()}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in known})
@@ -185,6 +202,8 @@ def cmd_train(args) -> None:
 
     from pixelwise.training.engine import fit
 
+    if not args.data:
+        raise PixelwiseError("train needs --data (or a --config file that gives it)")
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from pixelwise.training.distributed import launch
 
@@ -563,14 +582,14 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
 
 
-def add_train_parser(sub, full: bool) -> None:
+def add_train_parser(sub, full: bool, defaults: dict | None = None) -> None:
     p = sub.add_parser("train", help="train a model on a dataset folder",
                        description="Train a segmentation model. Writes OUT/last.pt every epoch and OUT/best.pt "
                        "(best validation mean IoU), history.json and curves.png. Example: "
                        "pixelwise train --data data/camvid --out runs/camvid --time-budget 45")
     if full:
         add_train_arguments(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **(defaults or {}))
 
 
 def add_advise_parser(sub) -> None:
@@ -708,10 +727,11 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, train_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with `command` only that command's options in full: declaring train's
     choices imports the model zoo, losses and strategies, and data's the importers, which `pixelwise
-    predict` has no use for. The other commands are still listed, with their one-line help."""
+    predict` has no use for. The other commands are still listed, with their one-line help.
+    `train_defaults`: train's defaults from a --config file."""
     def wants(name: str) -> bool:
         return command is None or command == name
 
@@ -719,7 +739,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                      "image sets. Run `pixelwise demo` to see the whole flow on a bundled sample.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    add_train_parser(sub, wants("train"))
+    add_train_parser(sub, wants("train"), train_defaults)
     add_advise_parser(sub)
     add_data_parser(sub, wants("data"))
     add_annotate_parser(sub)
@@ -735,9 +755,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
-    args.argv = argv
     try:
+        args = build_parser(command, config_file_defaults(argv) if command == "train" else None).parse_args(argv)
+        args.argv = argv
         args.func(args)
     except PixelwiseError as err:
         print(f"pixelwise: error: {err}", file=sys.stderr)

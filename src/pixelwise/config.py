@@ -2,7 +2,15 @@
 (`ModelConfig`, all that inference needs besides the class names) apart from the run's (`TrainConfig`)."""
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from pixelwise.errors import PixelwiseError
 
 
 @dataclass(frozen=True)
@@ -81,3 +89,71 @@ class TrainConfig:
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- config.yaml
+
+CONFIG_FILE = "config.yaml"  # every run writes its resolved TrainConfig here; `train --config` reads it back
+
+
+def write_config_file(cfg: TrainConfig, path, resolved: dict | None = None) -> None:
+    """`cfg` as YAML, in field order, with `resolved` (what each `auto` became in this run) written over it:
+    a rerun from the file makes the same decisions without measuring again."""
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in {**cfg.to_dict(), **(resolved or {})}.items()}
+    header = "# pixelwise train's resolved configuration; rerun with: pixelwise train --config THIS_FILE --out NEW\n"
+    Path(path).write_text(header + yaml.safe_dump(values, sort_keys=False))
+
+
+def read_config_file(path) -> dict:
+    """A config.yaml -> TrainConfig fields (lists for tuples), every key known and every value of its type;
+    anything else is refused naming the key."""
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except OSError as err:
+        raise PixelwiseError(f"--config {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise PixelwiseError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise PixelwiseError(f"--config {path}: expected key: value lines, got {type(values).__name__}")
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in values.items():
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), hints, n=1)
+            raise PixelwiseError(f"--config {path}: unknown key {key!r}"
+                                 + (f"; did you mean {close[0]!r}?" if close else ""))
+        if not _fits(value, hints[key]):
+            raise PixelwiseError(f"--config {path}: {key} must be {_describe(hints[key])}, got {value!r}")
+    return values
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    return {float: "a number", int: "a whole number", bool: "true or false", str: "text"}.get(hint, hint.__name__)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pixelwise.checkpoint import class_differences, config_differences, load_checkpoint, save_checkpoint
-from pixelwise.config import TrainConfig
+from pixelwise.config import CONFIG_FILE, TrainConfig, write_config_file
 from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset, fits_in_memory
 from pixelwise.data.formats import DatasetSpec, split_pairs
@@ -153,8 +153,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 
 def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log: Callable[[str], None] = print,
                  ctx: Dist = Dist()):
-    """Checked dataset -> (spec, train set with joint transforms, val set, train loader, weighted loss).
-    Every image and mask is read here, before any training."""
+    """Checked dataset -> (spec, train set with joint transforms, val set, train loader, weighted loss, the
+    augmentation `--augment` resolved to). Every image and mask is read here, before any training."""
     train_pairs, val_pairs = split_pairs(spec, log)
     cache = fits_in_memory(train_pairs + val_pairs)
     if not cache:
@@ -188,7 +188,7 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds
     loader = DataLoader(train_set, batch_size=batch // ctx.world, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, generator=generator)
-    return spec, train_set, val_set, loader, loss_fn
+    return spec, train_set, val_set, loader, loss_fn, augment
 
 
 def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: SegmentationDataset, log: Callable[[str], None],
@@ -401,7 +401,11 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         # the advisor runs once, on rank 0; the others take its decision
         cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
-    spec, train_set, val_set, loader, loss_fn = prepare_data(cfg, checked, device, log, ctx)
+    spec, train_set, val_set, loader, loss_fn, augment = prepare_data(cfg, checked, device, log, ctx)
+    if ctx.main:  # every auto decision written out: `train --config` reruns this run without measuring again
+        write_config_file(cfg, out / CONFIG_FILE, resolved={"augment": augment, "device": device.type,
+                                                            "precision": "bf16" if dtype == torch.bfloat16 else
+                                                            "fp16" if dtype == torch.float16 else "fp32"})
     if ckpt is not None:
         check_resumable(ckpt, cfg, spec, out / "last.pt")
     model, groups, fp32_depthwise = build_trainable(cfg, spec.num_classes, model, device, dtype)
