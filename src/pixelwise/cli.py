@@ -1,4 +1,5 @@
-"""The `pixelwise` command: train | advise | data | annotate | evaluate | predict | export | models | explain | demo."""
+"""The `pixelwise` command: train | advise | data | annotate | evaluate | predict | serve | export | models | explain |
+demo."""
 from __future__ import annotations
 
 import argparse
@@ -635,6 +636,37 @@ def add_annotate_parser(sub) -> None:
     p.set_defaults(func=cmd_annotate)
 
 
+def cmd_serve(args) -> None:
+    from pixelwise.web.serve import Limits, serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, profile=args.profile, engine=args.engine, token=args.token,
+          insecure=args.insecure, limits=Limits(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
+                                                queue=args.queue, timeout_s=args.timeout, max_body_mb=args.max_body_mb))
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="answer prediction requests over HTTP",
+                       description="Serve a model: POST an image's bytes (or a multipart form with field `file`) "
+                       "to /predict and get the palette PNG mask `pixelwise predict` would write "
+                       "(?format=json: class pixel counts; ?format=overlay: the overlay). GET /health, /ready, "
+                       "/metadata, /metrics (Prometheus). Example: pixelwise serve --checkpoint runs/mine/best.pt")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train, or an exported .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token or "
+                   "--insecure (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    p.add_argument("--token", help="clients must send 'Authorization: Bearer TOKEN'")
+    p.add_argument("--insecure", action="store_true", help="serve a non-loopback address without a token")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images a model call may take (default: 8)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others of its size to share its batch (default: 5)")
+    p.add_argument("--queue", type=positive_int, default=64,
+                   help="requests waiting at most; more get 503 with Retry-After (default: 64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)")
+    p.add_argument("--max-body-mb", type=float, default=50.0, help="larger bodies get 413 (default: 50)")
+    add_speed_arguments(p)
+    p.set_defaults(func=cmd_serve)
+
+
 def add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a dataset split",
                        description="Print pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, "
@@ -745,6 +777,7 @@ def build_parser(command: str | None = None, train_defaults: dict | None = None)
     add_annotate_parser(sub)
     add_evaluate_parser(sub)
     add_predict_parser(sub)
+    add_serve_parser(sub)
     add_export_parser(sub)
     add_models_parser(sub)
     add_explain_parser(sub)

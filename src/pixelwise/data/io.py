@@ -193,15 +193,16 @@ def _stretch(values: np.ndarray) -> np.ndarray:
     return np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB, honouring EXIF orientation."""
-    path = Path(path)
-    img = upright(load_image(path))
+def read_image(path: str | Path | bytes, name: str | None = None) -> np.ndarray:
+    """Read an image (a file, or its bytes named `name` in messages) as HxWx3 uint8 RGB, honouring EXIF
+    orientation."""
+    source = path if isinstance(path, (bytes, bytearray)) else Path(path)
+    img = upright(load_image(source, name))
     try:
         return to_rgb_array(img)
     except (ValueError, OSError) as err:  # a mode PIL decodes but cannot convert
-        raise DataError(f"{path}: cannot show image mode {img.mode!r} as RGB ({err}); save it as an RGB "
-                        "PNG or JPEG") from None
+        raise DataError(f"{_name(source, name)}: cannot show image mode {img.mode!r} as RGB ({err}); save it as an "
+                        "RGB PNG or JPEG") from None
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""`pixelwise serve`: predict's masks over HTTP, a bounded queue, the token rule, bad bodies, draining."""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+from pixelwise.data.io import default_palette, read_mask
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.predict import Predictor, predictor_from
+from pixelwise.web.serve import Limits, check_binding, create_app
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "checkpoint_2026-12-03.pt"  # fcn_vanilla on the nuclei sample
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return predictor_from(FIXTURE, engine="torch", precision="fp32")
+
+
+def png_bytes(path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def test_the_mask_json_and_overlay_are_what_predict_writes(predictor, nuclei_root, tmp_path):
+    image = nuclei_root / "images" / "tile_r0c0.png"
+    predictor.predict_to_files(image, tmp_path)
+    client = TestClient(create_app(predictor, Limits(max_wait_ms=1)))
+    raw = client.post("/predict", content=png_bytes(image))
+    form = client.post("/predict", files={"file": ("tile.png", png_bytes(image), "image/png")})
+    expected = read_mask(tmp_path / "tile_r0c0.png")
+    for response in (raw, form):
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        served = Image.open(io.BytesIO(response.content))
+        assert served.mode == "P" and served.getpalette()[:6] == predictor.palette[:2].reshape(-1).tolist()
+        np.testing.assert_array_equal(np.asarray(served), expected)
+    counts = client.post("/predict?format=json", content=png_bytes(image)).json()
+    assert counts["width"] == expected.shape[1] and counts["classes"] == ["background", "nucleus"]
+    assert counts["pixels"] == {"background": int((expected == 0).sum()), "nucleus": int((expected == 1).sum())}
+    overlay = client.post("/predict?format=overlay", content=png_bytes(image))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(overlay.content))),
+                                  np.asarray(Image.open(tmp_path / "tile_r0c0_overlay.png")))
+    metadata = client.get("/metadata").json()
+    assert metadata["classes"] == ["background", "nucleus"] and len(metadata["palette"]) == 2
+    metrics = client.get("/metrics").text
+    assert 'pixelwise_requests_total{code="200"} 4' in metrics and "pixelwise_queue_depth 0" in metrics
+
+
+def test_bad_bodies_get_a_4xx_naming_the_reason_and_the_next_good_request_is_answered(predictor, nuclei_root):
+    client = TestClient(create_app(predictor, Limits(max_wait_ms=1, max_body_mb=0.5)))
+    image = png_bytes(nuclei_root / "images" / "tile_r0c0.png")
+    truncated = client.post("/predict", content=image[: len(image) // 2])
+    assert truncated.status_code == 415 and "cannot read the image" in truncated.text
+    assert client.post("/predict", content=b"").status_code == 400
+    assert client.post("/predict", content=b"GIF89a not really").status_code == 415
+    huge = client.post("/predict", content=b"\0" * (2**20))
+    assert huge.status_code == 413 and "0 MB limit" in huge.text
+    assert client.post("/predict", files={"other": ("x", b"y")}).status_code == 400
+    assert client.post("/predict?format=tiff", content=image).status_code == 400
+    assert client.post("/predict", content=image).status_code == 200
+    assert 'pixelwise_requests_total{code="415"} 2' in client.get("/metrics").text
+
+
+class GatedEngine:
+    """Logits of two classes that wait for `gate`: requests pile up behind the first."""
+    streams = 1
+
+    def __init__(self):
+        self.gate, self.inside = threading.Event(), threading.Event()
+
+    def logits(self, images):
+        self.inside.set()
+        self.gate.wait(10)
+        return torch.zeros(images.shape[0], 2, *images.shape[-2:])
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(nuclei_root):
+    engine = GatedEngine()
+    predictor = Predictor(engine, ["a", "b"], default_palette(2), 255)
+    client = TestClient(create_app(predictor, Limits(batch_size=1, max_wait_ms=0, queue=1)))
+    image = png_bytes(nuclei_root / "images" / "tile_r0c0.png")
+    answers = []
+
+    def send():
+        answers.append(client.post("/predict", content=image).status_code)
+
+    first = threading.Thread(target=send)
+    first.start()
+    assert engine.inside.wait(10)  # the first is in the model; the next one waits in the queue of 1
+    second = threading.Thread(target=send)
+    second.start()
+    deadline = time.time() + 10
+    while client.app.state.service.batcher.depth() < 1 and time.time() < deadline:
+        time.sleep(0.01)
+    refused = client.post("/predict", content=image)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    engine.gate.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(answers) == [200, 200]
+
+
+def test_the_token_is_required_off_loopback_and_checked_on_every_request(predictor, nuclei_root):
+    with pytest.raises(PixelwiseError, match="give --token"):
+        check_binding("0.0.0.0", token=None, insecure=False)
+    check_binding("0.0.0.0", token="t", insecure=False)
+    check_binding("0.0.0.0", token=None, insecure=True)
+    check_binding("127.0.0.1", token=None, insecure=False)
+    client = TestClient(create_app(predictor, Limits(max_wait_ms=1), token="s3cret"))
+    image = png_bytes(nuclei_root / "images" / "tile_r0c0.png")
+    assert client.post("/predict", content=image).status_code == 401
+    assert client.post("/predict", content=image, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/predict", content=image, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/metadata").status_code == 401 and client.get("/health").status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(nuclei_root, tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pixelwise", "serve", "--checkpoint", str(FIXTURE),
+                               "--engine", "torch", "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        big = io.BytesIO()  # large enough that the model is still busy when SIGTERM arrives
+        Image.open(nuclei_root / "images" / "tile_r0c0.png").resize((512, 512)).save(big, format="PNG")
+        answer = {}
+
+        def send():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/predict?format=json", data=big.getvalue())
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer["status"], answer["body"] = response.status, response.read()
+
+        client = threading.Thread(target=send)
+        client.start()
+        time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        client.join(60)
+        assert answer["status"] == 200 and b'"width":512' in answer["body"]
+        assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "serving" in server.stdout.read()
