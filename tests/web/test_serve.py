@@ -1,6 +1,5 @@
 """`pixelwise serve`: predict's masks over HTTP, a bounded queue, the token rule, bad bodies, draining."""
 import io
-import os
 import signal
 import socket
 import subprocess
