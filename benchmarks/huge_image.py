@@ -3,11 +3,15 @@ of peak RSS (the process's ru_maxrss, imports and the image itself included).
 
     python benchmarks/huge_image.py [--checkpoint runs/camvid/best.pt] [--photo street.png]
     python benchmarks/huge_image.py --size 2000x1500 --compare   # also whole-image, for agreement
+    python benchmarks/huge_image.py --cli --checkpoint runs/camvid/best.pt   # as a user: pixelwise predict
 
 Without a checkpoint the model is an untrained FCN-8s / EfficientNet-Lite0 with 11 classes (CamVid's
 count). The image is synthetic (smooth gradients, discs, stripes and noise), or --photo repeated to
 the size. With --compare, a fresh subprocess predicts the whole image in one pass (it must fit in
-memory) and the share of equal labels is reported. The last line printed is one JSON object.
+memory) and the share of equal labels is reported. With --cli the figure is a user's: the image is saved
+as a JPEG and `pixelwise predict --tile` runs on it twice in fresh processes, beside a fresh copy of the
+checkpoint, so the first run exports the ONNX file and the second reuses it; the peak RSS of each is that
+of its whole process tree (an export child included). The last line printed is one JSON object.
 """
 from __future__ import annotations
 
@@ -84,6 +88,34 @@ def whole_image(args) -> None:
     np.save(args.whole_out, labels)
 
 
+PEAK_OF_TREE = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024); sys.exit(done.returncode)")
+
+
+def cli_runs(args) -> dict:
+    """`pixelwise predict --tile` on a saved JPEG, first run (exports) and warm run: seconds and peak RSS."""
+    import shutil
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        Image.fromarray(make_image(*args.hw, args.photo)).save(tmp / "big.jpg", quality=90)
+        shutil.copy(args.checkpoint, tmp / "best.pt")  # no .onnx beside it yet
+        runs = {}
+        for name in ("first", "warm"):
+            command = [sys.executable, "-m", "pixelwise", "predict", "--checkpoint", str(tmp / "best.pt"), "--tile",
+                       str(args.tile), "--overlap", str(args.overlap), "--engine", args.engine, "--profile",
+                       args.profile, str(tmp / "big.jpg"), "--out", str(tmp / "out")]
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", PEAK_OF_TREE, *command], capture_output=True, text=True,
+                                  check=True)
+            runs[name] = {"seconds": round(time.perf_counter() - start, 1),
+                          "peak_rss_mb": int(done.stdout.strip().splitlines()[-1])}
+            print(f"{name} run: {runs[name]}", flush=True)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", help="a .pt from pixelwise train (default: an untrained fcn8s)")
@@ -99,11 +131,19 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--compare", action="store_true", help="also predict the whole image (subprocess)")
     parser.add_argument("--whole-out", help=argparse.SUPPRESS)
+    parser.add_argument("--cli", action="store_true", help="time `pixelwise predict --tile` as a user runs it")
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))
     args.hw = (height, width)
     if args.whole_out:
         return whole_image(args)
+    if args.cli:
+        if not args.checkpoint:
+            raise SystemExit("--cli needs --checkpoint")
+        print(json.dumps({"benchmark": "huge_image_cli", "cpu": cpu_model(), "size": args.size, "tile": args.tile,
+                          "engine": args.engine, "profile": args.profile, "target_peak_rss_mb": 1500,
+                          **cli_runs(args)}))
+        return
 
     engine = make_engine(args)
     image = make_image(height, width, args.photo)

@@ -101,6 +101,11 @@ def infer_scale(ckpt: dict) -> float:
     return float(ckpt["infer_scale"] if "infer_scale" in ckpt else ckpt["config"]["infer_scale"])
 
 
+def infer_flip(ckpt: dict) -> bool:
+    """Whether `--profile accurate` also averages the mirror image's logits (checkpoints before it: no)."""
+    return bool(ckpt.get("infer_flip", ckpt.get("config", {}).get("infer_flip", False)))
+
+
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the architecture from the saved config and load its weights; no download needed."""
     from pixelwise.models.registry import create_model  # the zoo's imports (timm) wait until a model is built

@@ -123,6 +123,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-scale", type=float, default=d["infer_scale"],
                    help="validate and predict on inputs resized by this factor; saved in the checkpoint "
                    "(default: %(default)s)")
+    p.add_argument("--infer-flip", action="store_true",
+                   help="--profile accurate also predicts the mirror image and averages the two (flip test-time "
+                   "augmentation): twice the compute; saved in the checkpoint (validation does not flip)")
     p.add_argument("--resolution-schedule", type=share, default=d["resolution_schedule"], metavar="SHARE",
                    help="train this share of the run (0..1) at half resolution, scales and crop shrunk together "
                    "for ~4x cheaper steps, then at full resolution; 0: full throughout (default: %(default)s)")

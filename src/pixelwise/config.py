@@ -53,6 +53,7 @@ class TrainConfig:
     crop_size: tuple[int, int] = (352, 480)  # clamped to the image size, so small images are not padded
     scale_range: tuple[float, float] = (1.0, 2.25)  # upscaled training: thin objects (poles, signs) get pixels
     infer_scale: float = 1.75  # evaluate and predict on upscaled inputs, inside the training scale range
+    infer_flip: bool = False  # --profile accurate averages the mirror image's logits too (flip TTA)
     jitter: float = 0.2  # brightness/contrast jitter strength
     # share of training at LOW_RESOLUTION (scales and crop shrunk together: ~4x cheaper steps) before full
     # resolution; 0: full resolution throughout

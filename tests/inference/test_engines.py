@@ -286,3 +286,18 @@ def test_context_fpn_masks_at_accurate_equal_eager_fp32_on_every_engine(tmp_path
         assert (shares > 0.1).sum() >= 2  # two classes split the image: agreement is not trivial
         for name in names[1:]:
             assert (masks[name] == masks["torch"]).float().mean() >= 0.999, (name, flip)
+
+
+def test_accurate_flips_only_for_a_checkpoint_trained_with_infer_flip_and_fast_never(tmp_path):
+    from pixelwise.checkpoint import load_checkpoint, save_checkpoint
+
+    write_checkpoint(tmp_path / "plain.pt")
+    ckpt = load_checkpoint(tmp_path / "plain.pt")
+    ckpt.pop("sha256")
+    save_checkpoint(tmp_path / "flip.pt", **{**ckpt, "infer_flip": True})
+    flips = {(name, profile): create_engine("torch", tmp_path / f"{name}.pt", profile=profile).flip
+             for name in ("plain", "flip") for profile in ("accurate", "fast")}
+    assert flips == {("plain", "accurate"): False, ("plain", "fast"): False,
+                     ("flip", "accurate"): True, ("flip", "fast"): False}
+    exported = create_engine("onnxruntime", tmp_path / "flip.pt", log=lambda _: None)
+    assert exported.flip and read_metadata(tmp_path / "flip.onnx")["infer_flip"] is True

@@ -1,5 +1,5 @@
 """What an exported graph carries besides its weights: class names, palette, ignore index, inference
-scale and how to feed it, written into every .onnx (metadata_props, one JSON value a key) and held by
+scale (and whether accurate flips) and how to feed it, written into every .onnx (metadata_props, one JSON value a key) and held by
 every engine, so that a Predictor needs nothing else."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pixelwise.checkpoint import infer_scale, model_config
+from pixelwise.checkpoint import infer_flip, infer_scale, model_config
 from pixelwise.errors import PixelwiseError, import_optional
 from pixelwise.version import __version__
 
@@ -31,6 +31,7 @@ def checkpoint_metadata(ckpt: dict, model: torch.nn.Module) -> dict:
         "palette": [[int(v) for v in rgb] for rgb in ckpt["palette"]],
         "ignore_index": int(ckpt["ignore_index"]),
         "infer_scale": infer_scale(ckpt),
+        "infer_flip": infer_flip(ckpt),  # --profile accurate averages the mirror image's logits (flip TTA)
         "input": GRAPH_INPUT,
         # The graph normalises itself: callers feed 0..1 RGB and never apply these.
         "normalisation": {"inside_graph": True, "formula": "(images - mean) / std, per RGB channel",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
@@ -28,20 +30,22 @@ def onnx_beside(checkpoint: Path, log=print) -> Path:
     if onnx_path.is_file() and onnx_path.stat().st_mtime_ns > checkpoint.stat().st_mtime_ns:
         log(f"using {onnx_path} (newer than {checkpoint.name})")
         return onnx_path
-    # Exporting pulls in onnx and the exporter: only needed when no fresh file is there.
-    from pixelwise.inference.export import export_onnx
-
     log(f"exporting {checkpoint} to {onnx_path} (once; reused while newer than the checkpoint)")
-    try:
-        return export_onnx(checkpoint, onnx_path, log=lambda message: None)
-    except OSError as err:  # a read-only model folder, a full disk
-        raise PixelwiseError(f"cannot write {onnx_path} ({err.strerror or err}): export it elsewhere with `pixelwise "
-                             f"export --checkpoint {checkpoint} --onnx OUT.onnx` and pass OUT.onnx") from None
+    # In a child process: the exporter's peak memory (the traced graph, onnx's copies of the weights) is
+    # returned to the system when it exits, instead of staying in this process's heap next to the engine.
+    done = subprocess.run([sys.executable, "-m", "pixelwise", "export", "--checkpoint", str(checkpoint), "--onnx",
+                           str(onnx_path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("pixelwise: error: ") if lines else f"exit status {done.returncode}"
+        raise PixelwiseError(f"cannot export {checkpoint} to {onnx_path} ({reason}): export it elsewhere with "
+                             f"`pixelwise export --checkpoint {checkpoint} --onnx OUT.onnx` and pass OUT.onnx")
+    return onnx_path
 
 
 PROFILES = {
-    "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise) at a precision that keeps "
-                "fp32's masks: the best mean IoU",
+    "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise), and its flip test-time "
+                "augmentation if trained with --infer-flip, at a precision that keeps fp32's masks: the best mean IoU",
     "fast": "inference scale 1 on the fastest engine, in bf16 where the CPU has it: about 4x the images/s, "
             "a little lower mean IoU",
 }
@@ -104,4 +108,5 @@ def create_engine(name: str, model_file: str | Path, device: str = "auto", preci
         engine_class = OnnxRuntimeEngine if name == "onnxruntime" else OpenVinoEngine
         engine = engine_class(onnx_path, device=device, precision=precision, streams=streams, exact=exact)
     engine.scale = profile_scale(profile, engine.meta["infer_scale"])
+    engine.flip = profile == "accurate" and bool(engine.meta.get("infer_flip", False))  # exports before it: no
     return engine

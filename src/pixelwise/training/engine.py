@@ -442,7 +442,8 @@ def save_epoch(run: Run, improved: bool, validated: bool) -> None:
     run.state.rng = capture_rng(run.loader.generator)
     ckpt = {"model": run.evaluated.state_dict(), "optimizer": run.optimizer.state_dict(), "state": run.state.to_dict(),
             "config": run.cfg.to_dict(), "model_config": run.cfg.model_config.to_dict(),
-            "infer_scale": run.cfg.infer_scale, "class_names": list(run.spec.class_names),
+            "infer_scale": run.cfg.infer_scale, "infer_flip": run.cfg.infer_flip,
+            "class_names": list(run.spec.class_names),
             "ignore_index": run.spec.ignore_index, "palette": run.spec.palette.tolist()}
     if run.ema is not None:  # the weights the optimizer steps, and the average's own count, to resume
         ckpt |= {"trained_model": run.model.state_dict(), "ema": run.ema.state_dict()}

@@ -41,6 +41,8 @@ def train_command(data: Path, out: Path, minutes: float, checkpoint: Path | None
     for key in ("model", "backbone", "upsample", "infer_scale"):
         if config.get(key) is not None:
             cmd += [f"--{key.replace('_', '-')}", str(config[key])]
+    if config.get("infer_flip"):
+        cmd += ["--infer-flip"]
     if config.get("crop_size"):
         cmd += ["--crop-size", "{}x{}".format(*config["crop_size"])]
     # Keep what the checkpoint froze; a from-scratch or advisor run fine-tunes everything.
