@@ -8,6 +8,8 @@ the other drives (train and val together, 10% of them kept by name hash to pick 
 and is scored on the held-out drive, which it never saw: a new street, as in CamVid's test split
 and in every user's data. Val rewards memory of the drive that 305 of its 468 frames come from,
 so quality decisions are made on these figures. --size 240x180 screens ideas on downscaled copies.
+--rescore-flip RUN... scores such runs' best.pt again, with and without flip test-time augmentation:
+a paired comparison on the same weights.
 
 Trains pixelwise's default model (FCN-8s / EfficientNet-Lite0) with `pixelwise train`'s
 defaults on ../shared/data/camvid train, scores it on val, and with --peer trains
@@ -41,6 +43,8 @@ from pixelwise.models import weights
 from pixelwise.training import engine
 from pixelwise.runtime import inference_setup
 from pixelwise.checkpoint import load_checkpoint
+from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
+from pixelwise.inference.selection import create_engine
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
@@ -93,7 +97,11 @@ def main() -> None:
     parser.add_argument("--size", help="WxH: train and score on copies downscaled to this size (screening)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="TrainConfig fields to change, e.g. model=context_fpn infer_scale=1.0")
+    parser.add_argument("--rescore-flip", nargs="+", metavar="RUN",
+                        help="score held-out runs' best.pt again, without and with flip TTA (no training)")
     args = parser.parse_args()
+    if args.rescore_flip:
+        return rescore_flip(args)
     if args.holdout_sequence:
         return holdout(args)
     args.peer = args.peer or args.peer_only
@@ -201,6 +209,33 @@ def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
               "heldout_per_class_recall": rounded(held_out["per_class_recall"])}
     print(json.dumps(result), flush=True)
     return result
+
+
+def flip_scores(best: Path, view: Path) -> dict:
+    """Held-out mean IoU of `best` at --profile accurate, without and with flip test-time augmentation."""
+    spec = load_spec(view)
+    dataset = SegmentationDataset(spec.split("test"), spec.num_classes, spec.ignore_index)
+    engine = create_engine("torch", best, profile="accurate")
+    scores = {}
+    for flip in (False, True):
+        engine.flip = flip
+        matrix = evaluate_engine(engine, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index))
+        scores["flip" if flip else "plain"] = round(matrix.compute(spec.class_names)["mean_iou"], 4)
+    return scores
+
+
+def rescore_flip(args) -> None:
+    """--rescore-flip: runs of --holdout-sequence (folders named SEQ_seedN...), scored again with flip TTA."""
+    runs = {}
+    for run in map(Path, args.rescore_flip):
+        sequence = run.name.split("_")[0]
+        view = Path(args.out) / (f"data_{sequence}" + (f"_{args.size}" if args.size else ""))
+        runs[run.name] = flip_scores(run / "best.pt", view)
+        print(run.name, runs[run.name], flush=True)
+    gains = [100 * (r["flip"] - r["plain"]) for r in runs.values()]
+    print(json.dumps({"benchmark": "camvid_holdout_flip", **run_record(), "runs": runs,
+                      "mean_gain_points": round(statistics.mean(gains), 2),
+                      "every_run_gains": all(g > 0 for g in gains)}))
 
 
 def parse_overrides(pairs: list[str]) -> dict:
