@@ -164,7 +164,7 @@ class Consistency:
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, confident: torch.Tensor) -> torch.Tensor:
         loss = consistency_loss(logits, labels, confident)
-        self.loss_sum += float(loss)
+        self.loss_sum += float(loss.detach())
         self.confident_sum += float(confident.float().mean())
         self.steps += 1
         return self.weight * loss
