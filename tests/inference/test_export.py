@@ -91,6 +91,7 @@ def test_metadata_round_trips_every_field(exported):
         "palette": PALETTE,
         "ignore_index": 255,
         "infer_scale": 1.5,
+        "infer_flip": False,
         "input": GRAPH_INPUT,
         "normalisation": {"inside_graph": True, "formula": "(images - mean) / std, per RGB channel",
                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
