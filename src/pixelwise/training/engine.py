@@ -89,17 +89,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
             group["lr"] = base * factor
         image, target = to_device(image, device, dtype), target.to(device, non_blocking=True)
         labelled = image.shape[0]
-        if consistency is not None:
-            strong, pseudo, confident = consistency.views(step, device, dtype)
-            image = torch.cat([image, strong])  # one pass: BatchNorm sees both halves together
-        with autocast(device, dtype):
-            logits = model(image)
-        loss = loss_fn(logits[:labelled].float(), target)
-        for aux in getattr(getattr(model, "module", model), "aux_logits", []):  # DDP wraps the model
-            loss = loss + AUX_WEIGHT * loss_fn(aux[:labelled].float(), target)
-        supervised = loss
-        if consistency is not None:
-            loss = loss + consistency.loss(logits[labelled:], pseudo, confident)
+        loss, supervised = step_loss(model, image, target, loss_fn, device, dtype, consistency, step)
         if distributed.any_rank(not torch.isfinite(loss), ctx):
             bar.close()
             raise Diverged(f"training diverged in epoch {epoch}, step {step + 1} (loss {loss.item()}); "
@@ -121,6 +111,25 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, dtype, control: C
     return {"loss": total_loss / max(images, 1), "images": images * ctx.world, "steps": steps, "seconds": seconds,
             "images_per_s": images * ctx.world / max(seconds, 1e-9), "data_wait_share": data_wait / max(seconds, 1e-9),
             **(consistency.epoch_stats() if consistency is not None else {})}
+
+
+def step_loss(model, image, target, loss_fn, device, dtype, consistency: semi.Consistency | None = None,
+              step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled batch's loss, its auxiliary heads' included, and with `consistency` the unlabelled
+    batch's beside it, both from one forward pass (BatchNorm sees the two halves together).
+    -> (the loss to step on, the supervised part of it)"""
+    labelled = image.shape[0]
+    if consistency is not None:
+        strong, pseudo, confident = consistency.views(step, device, dtype)
+        image = torch.cat([image, strong])
+    with autocast(device, dtype):
+        logits = model(image)
+    loss = loss_fn(logits[:labelled].float(), target)
+    for aux in getattr(getattr(model, "module", model), "aux_logits", []):  # DDP wraps the model
+        loss = loss + AUX_WEIGHT * loss_fn(aux[:labelled].float(), target)
+    if consistency is None:
+        return loss, loss
+    return loss + consistency.loss(logits[labelled:], pseudo, confident), loss
 
 
 @torch.no_grad()
@@ -402,10 +411,8 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
     spec, train_set, val_set, loader, loss_fn, augment = prepare_data(cfg, checked, device, log, ctx)
-    if ctx.main:  # every auto decision written out: `train --config` reruns this run without measuring again
-        write_config_file(cfg, out / CONFIG_FILE, resolved={"augment": augment, "device": device.type,
-                                                            "precision": "bf16" if dtype == torch.bfloat16 else
-                                                            "fp16" if dtype == torch.float16 else "fp32"})
+    if ctx.main:
+        write_resolved_config(cfg, out, augment, device, dtype)
     if ckpt is not None:
         check_resumable(ckpt, cfg, spec, out / "last.pt")
     model, groups, fp32_depthwise = build_trainable(cfg, spec.num_classes, model, device, dtype)
@@ -428,6 +435,14 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
                train_set, val_set, device, dtype, state, ctx, skipped, ema, consistency, pool)
+
+
+def write_resolved_config(cfg: TrainConfig, out: Path, augment: str, device: torch.device, dtype) -> None:
+    """OUT/config.yaml with every auto decision written out: `train --config` reruns the run without
+    measuring again (the strategy is already the advisor's pick in `cfg`)."""
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    write_config_file(cfg, out / CONFIG_FILE, resolved={"augment": augment, "device": device.type,
+                                                        "precision": precision})
 
 
 def _quiet(_: str) -> None:
