@@ -1,6 +1,6 @@
 """Memory stays bounded: resident memory (RSS) across 20 epochs of training and across a 10,000-image
 predict run must stay flat (under 5% growth), and a pool of 10,000 unlabelled images must not raise
-the trainer's memory over a pool of 10.
+the trainer's memory over a pool of 10 (each run in a fresh process).
 
     python benchmarks/memory.py [--epochs 40] [--images 10000] [--pool 10000] [--only pool]
 
@@ -10,13 +10,15 @@ over the next 20: the allocator and the kernel caches warm up during the first o
 Training runs the bundled sample (the demo's recipe); prediction runs the predict pipeline over 10,000
 links to the sample's 16 tiles, each under its own name, with the demo's checkpoint. RSS is read from
 /proc/self/status every 0.2 s by a thread. The pool runs train the sample's tiles with `--unlabelled`
-a folder of links to its training tiles (copies of training images are not leakage), 10 links against
---pool links, and compare the peak RSS of their epochs. The last line is one JSON object.
+a folder of links to its training tiles (copies of training images are not leakage): 10 links, --pool
+links, 10 again, each in a fresh process, and compare the peak RSS of their epochs. The last line is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -62,24 +64,32 @@ def growth(after_warmup: float, end: float) -> float:
 
 
 def pool_memory(pool_size: int, epochs: int = 8) -> dict:
-    """Peak RSS of the epochs of two semi-supervised runs on the sample: a pool of 10 images, then of
-    `pool_size` (links to the training tiles)."""
+    """Peak RSS of the epochs of semi-supervised runs on the sample, each in a fresh process (a second run in
+    the same process would inherit the first one's heap): a pool of 10 images, then of `pool_size` (links
+    to the training tiles), then of 10 again."""
+    peaks = []
+    for size in (10, pool_size, 10):
+        done = subprocess.run([sys.executable, __file__, "--pool-run", str(size), "--epochs", str(epochs)],
+                              capture_output=True, text=True, check=True)
+        peaks.append(json.loads(done.stdout.strip().splitlines()[-1])["rss_mb_peak"])
+        print(f"pool of {size}: peak RSS {peaks[-1]} MB", flush=True)
+    return {"epochs": epochs, "pool_sizes": [10, pool_size, 10], "rss_mb_peak": peaks,
+            "growth_percent": growth(max(peaks[0], peaks[2]), peaks[1])}
+
+
+def pool_run(size: int, epochs: int) -> None:
+    """Child of pool_memory: one run with a pool of `size`; prints the peak RSS of epochs 2 and later."""
     sample = sample_root()
     tiles = [sample / "images" / f"{stem}.png" for stem in (sample / "splits" / "train.txt").read_text().split()]
-    peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (10, pool_size):
-            folder = Path(tmp) / f"pool{size}"
-            folder.mkdir()
-            for i in range(size):
-                (folder / f"img{i:05d}.png").symlink_to(tiles[i % len(tiles)])
-            per_epoch = []
-            train(sample, out=Path(tmp) / f"run{size}", epochs=epochs, unlabelled=[str(folder)],
-                  log=lambda line: per_epoch.append(rss_mb()) if line.startswith("epoch") else None)
-            peaks[size] = max(per_epoch[1:])  # from epoch 2, as above
-    return {"epochs": epochs, "pool_sizes": [10, pool_size], "rss_mb_peak": [round(peaks[10], 1),
-                                                                            round(peaks[pool_size], 1)],
-            "growth_percent": growth(peaks[10], peaks[pool_size])}
+        folder = Path(tmp) / "pool"
+        folder.mkdir()
+        for i in range(size):
+            (folder / f"img{i:05d}.png").symlink_to(tiles[i % len(tiles)])
+        per_epoch = []
+        train(sample, out=Path(tmp) / "run", epochs=epochs, unlabelled=[str(folder)],
+              log=lambda line: per_epoch.append(rss_mb()) if line.startswith("epoch") else None)
+    print(json.dumps({"rss_mb_peak": round(max(per_epoch[1:]), 1)}))  # from epoch 2, as above
 
 
 def main() -> None:
@@ -88,11 +98,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--pool", type=int, default=10000)
     parser.add_argument("--only", choices=("pool",), help="run the unlabelled-pool part alone")
+    parser.add_argument("--pool-run", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pool_run:
+        return pool_run(args.pool_run, args.epochs)
     result = {"machine": machine()}
     print(f"machine: {result['machine']}", flush=True)
     if args.only in (None, "pool"):
-        result["unlabelled_pool"] = pool_memory(args.pool)
+        result["unlabelled_pool"] = pool_memory(args.pool, epochs=8)
         print(f"unlabelled pool: {result['unlabelled_pool']}", flush=True)
         if args.only:
             print(json.dumps(result))
