@@ -37,7 +37,8 @@ def main() -> None:
     for checkpoint in args.checkpoint:
         engine = create_engine("auto", checkpoint, profile="accurate", log=lambda _: None)
         model = model_config(load_checkpoint(checkpoint)).model
-        subjects[f"pixelwise accurate {model} x{engine.scale:g} ({engine.name})"] = engine
+        flip = " + flip" if getattr(engine, "flip", False) else ""
+        subjects[f"pixelwise accurate {model} x{engine.scale:g}{flip} ({engine.name})"] = engine
     mine = list(subjects)
     subjects |= {f"{PEER} {BF16_SETTING}": peer_engine(PEER, BF16_SETTING, args.cache),
                 f"{PEER} onnxruntime-fp32": peer_engine(PEER, "onnxruntime-fp32", args.cache)}
