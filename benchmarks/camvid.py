@@ -24,14 +24,13 @@ import json
 import re
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import run_record
+from common import parse_overrides, place, run_record, screening_crop, sequence_of
 from cpu import cpu_model
 from PIL import Image
 
@@ -149,10 +148,6 @@ def train_peer(args, out: Path) -> dict:
 
 # ---------------------------------------------------------------- held-out sequences
 
-def sequence_of(path: Path) -> str:
-    return path.name.split("_")[0]  # CamVid names frames <sequence>_<frame>
-
-
 def holdout_view(data: str, sequence: str, root: Path, size: tuple[int, int] | None) -> Path:
     """A CamVid-layout dataset at `root`: test = every frame of `sequence`; train and val = the other
     drives' frames of data's train and val, val 10% of them by name hash. Links to the files, or copies
@@ -165,14 +160,8 @@ def holdout_view(data: str, sequence: str, root: Path, size: tuple[int, int] | N
         return root
     for image, mask in frames:
         split = "test" if sequence_of(image) == sequence else hash_split(image.stem)
-        for source, folder, resample in ((image, split, Image.BILINEAR), (mask, f"{split}annot", Image.NEAREST)):
-            target = root / folder / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if size is None:
-                target.unlink(missing_ok=True)
-                target.symlink_to(source.resolve())
-            else:
-                Image.open(source).resize(size, resample).save(target)
+        place(image, root / split / image.name, size, Image.BILINEAR)
+        place(mask, root / f"{split}annot" / mask.name, size, Image.NEAREST)
     if (Path(data) / "classes.txt").is_file():
         (root / "classes.txt").write_text((Path(data) / "classes.txt").read_text())
     (root / "done").write_text("")
@@ -189,9 +178,7 @@ def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
                         size)
     name = re.sub(r"[^\w.,-]+", "", "_".join([sequence, f"seed{seed}", *(f"{k}-{v}" for k, v in overrides.items())]))
     recipe = TrainConfig(data=str(view), out=str(Path(args.out) / name), time_budget=args.minutes, seed=seed)
-    if size is not None:  # the recipe's crop is for 480x360 frames: keep its share of the frame
-        recipe = replace(recipe, crop_size=(size[1] * recipe.crop_size[0] // 360, size[0] * recipe.crop_size[1] // 480))
-    cfg = TrainConfig.from_dict({**recipe.to_dict(), **overrides})
+    cfg = TrainConfig.from_dict({**recipe.to_dict(), **screening_crop(size), **overrides})
     summary = engine.fit(cfg, overwrite=True)
     best = Path(cfg.out) / "best.pt"
     held_out = evaluate(best, view, split="test")
@@ -236,17 +223,6 @@ def rescore_flip(args) -> None:
     print(json.dumps({"benchmark": "camvid_holdout_flip", **run_record(), "runs": runs,
                       "mean_gain_points": round(statistics.mean(gains), 2),
                       "every_run_gains": all(g > 0 for g in gains)}))
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    overrides = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
 
 
 def holdout(args) -> None:

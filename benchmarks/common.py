@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: where CamVid lives, one training run, CPU latency."""
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from cpu import cpu_model
 
@@ -59,3 +61,39 @@ def train_and_score(cfg: TrainConfig) -> dict:
             "train_minutes": round(summary["minutes"], 2), "params_m": round(count_parameters(model) / 1e6, 3),
             "latency_ms_360x480": round(latency_ms(model), 1),
             "per_class_iou": {k: None if v is None else round(v, 3) for k, v in metrics["per_class_iou"].items()}}
+
+
+# ---------------------------------------------------------------- CamVid views for screening
+
+def sequence_of(path: Path) -> str:
+    return path.name.split("_")[0]  # CamVid names frames <sequence>_<frame>
+
+
+def place(source: Path, target: Path, size: tuple[int, int] | None, resample) -> None:
+    """`source` at `target`: a link, or with `size` (W, H) a copy resized with `resample`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if size is None:
+        target.unlink(missing_ok=True)
+        target.symlink_to(source.resolve())
+    else:
+        Image.open(source).resize(size, resample).save(target)
+
+
+def screening_crop(size: tuple[int, int] | None) -> dict:
+    """The recipe's crop is for 480x360 frames: on copies downscaled to `size` (W, H), keep its share."""
+    if size is None:
+        return {}
+    crop = TrainConfig(data="").crop_size
+    return {"crop_size": (size[1] * crop[0] // 360, size[0] * crop[1] // 480)}
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """--set KEY=VALUE ... -> TrainConfig fields, each value read as JSON where it parses, else as text."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides

@@ -25,16 +25,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from common import CAMVID, run_record
+from common import CAMVID, parse_overrides, place, run_record, screening_crop, sequence_of
 
 from pixelwise.api import evaluate
 from pixelwise.config import TrainConfig
 from pixelwise.data.formats import hash_split, load_spec
 from pixelwise.training import engine
-
-
-def sequence_of(path: Path) -> str:
-    return path.name.split("_")[0]  # CamVid names frames <sequence>_<frame>; the sample's tiles share one
 
 
 def pick_labelled(images: list[Path], fraction: float, seed: int) -> set[Path]:
@@ -49,15 +45,6 @@ def pick_labelled(images: list[Path], fraction: float, seed: int) -> set[Path]:
         share = max(1, round(wanted * len(frames) / len(images)))
         picked.update(rng.sample(frames, min(share, len(frames))))
     return picked
-
-
-def place(source: Path, target: Path, size: tuple[int, int] | None, resample) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if size is None:
-        target.unlink(missing_ok=True)
-        target.symlink_to(source.resolve())
-    else:
-        Image.open(source).resize(size, resample).save(target)
 
 
 def build_view(data: str, root: Path, fraction: float, seed: int, size: tuple[int, int] | None,
@@ -115,14 +102,6 @@ def run_arm(view: Path, out: Path, arm: str, minutes: float, seed: int, override
     return result
 
 
-def scaled_crop(size: tuple[int, int] | None) -> dict:
-    """The recipe's crop is for 480x360 frames: keep its share of a downscaled frame."""
-    if size is None:
-        return {}
-    crop = TrainConfig(data="").crop_size
-    return {"crop_size": [size[1] * crop[0] // 360, size[0] * crop[1] // 480]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(CAMVID))
@@ -136,9 +115,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="TrainConfig fields to change")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
-    overrides = {k: json.loads(v) if v[:1] in "[{0123456789.-" or v in ("true", "false") else v
-                 for k, _, v in (pair.partition("=") for pair in args.set)}
-    overrides = {**scaled_crop(size), **overrides}
+    overrides = {**screening_crop(size), **parse_overrides(args.set)}
     if args.nuclei:
         from pixelwise.demo import sample_root
         args.data, args.fractions, args.holdout_sequence = str(sample_root()), [4 / 10], [None]

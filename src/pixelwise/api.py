@@ -8,8 +8,7 @@ from pixelwise.config import TrainConfig
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import load_spec
 from pixelwise.errors import PixelwiseError
-from pixelwise.evaluation import (ConfusionMatrix, PerImageScores, check_same_classes, evaluate_engine,
-                                  per_image_mean_iou)
+from pixelwise.evaluation import ConfusionMatrix, PerImageScores, check_same_classes, evaluate_engine
 from pixelwise.inference.predict import Predictor, load
 from pixelwise.inference.selection import create_engine
 from pixelwise.training import engine
@@ -71,12 +70,16 @@ def per_image_iou(checkpoint: str | Path, data: str | Path, split: str | None = 
                   device: str = "auto", precision: str = "auto") -> dict[str, float]:
     """Mean IoU of each image of one split (default: test, else val) -> {image stem: mean IoU}.
     Low scores point at images whose labels or predictions most need a look."""
-    predictor = load(checkpoint, device=device, precision=precision)
+    runner = create_engine("torch", checkpoint, device=device, precision=precision)
     spec = load_spec(data, format)
-    check_same_classes(predictor.class_names, spec.class_names, checkpoint, data)
+    check_same_classes(runner.meta["class_names"], spec.class_names, checkpoint, data)
     dataset = SegmentationDataset(spec.split(split or default_split(spec.splits)), spec.num_classes,
                                   spec.ignore_index)
-    return per_image_mean_iou(predictor, dataset, spec.class_names)
+    # the very scores `evaluate --per-image` writes, so both rank the images alike
+    per_image = PerImageScores(ConfusionMatrix(spec.num_classes, spec.ignore_index),
+                               [image.stem for image, _ in dataset.pairs], spec.class_names)
+    evaluate_engine(runner, dataset, per_image, desc="scoring")
+    return {stem: scores["mean_iou"] for stem, scores in per_image.rows}
 
 
 def format_metrics(metrics: dict) -> str:

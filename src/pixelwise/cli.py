@@ -180,7 +180,7 @@ def config_file_defaults(argv: list[str]) -> dict:
     values = read_config_file(path)
     if any(a == "--epochs" or a.startswith("--epochs=") for a in argv):
         values["time_budget"] = None
-    return {k: tuple(v) if isinstance(v, list) and k in ("crop_size", "scale_range") else v for k, v in values.items()}
+    return values  # lists stay lists here: config_from_args makes tuples of every list
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

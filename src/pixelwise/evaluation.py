@@ -135,14 +135,3 @@ def evaluate_engine(engine, dataset, matrix, batch_size: int = 8, desc: str = "e
     if batch_images:
         flush()
     return matrix
-
-
-def per_image_mean_iou(predictor, dataset, class_names) -> dict[str, float]:
-    """Mean IoU of each image of `dataset` under `predictor` (anything with `predict(image)`) -> {stem: mean IoU}."""
-    scores = {}
-    for i in tqdm(range(len(dataset)), desc="scoring", unit="img", leave=False):
-        image, mask = dataset.load(i)
-        matrix = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
-        matrix.update(torch.from_numpy(predictor.predict(image)).long(), torch.from_numpy(mask).long())
-        scores[dataset.pairs[i][0].stem] = matrix.compute(class_names)["mean_iou"]
-    return scores

@@ -163,3 +163,31 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(nuclei_root, tmp_pat
         if server.poll() is None:
             server.kill()
     assert "serving" in server.stdout.read()
+
+
+class RecordingEngine:
+    streams = 1
+
+    def __init__(self):
+        self.calls = []
+
+    def logits(self, images):
+        self.calls.append(tuple(images.shape))
+        return torch.zeros(images.shape[0], 2, *images.shape[-2:])
+
+
+def test_equal_size_requests_share_a_call_and_another_size_waits_for_the_next():
+    from pixelwise.web.serve import Batcher, Job, Metrics
+
+    engine = RecordingEngine()
+    batcher = Batcher(Predictor(engine, ["a", "b"], default_palette(2), 255),
+                      Limits(batch_size=4, max_wait_ms=300, queue=8), Metrics())
+    first = Job(np.zeros((8, 8, 3), np.uint8))
+    batcher.submit(first)
+    assert first.done.wait(10)  # alone in the queue: it goes after max_wait_ms on its own
+    jobs = [Job(np.zeros(shape, np.uint8)) for shape in ((8, 8, 3), (4, 6, 3), (8, 8, 3), (8, 8, 3))]
+    for job in jobs:
+        batcher.submit(job)
+    assert all(job.done.wait(10) for job in jobs)
+    assert engine.calls == [(1, 3, 8, 8), (3, 3, 8, 8), (1, 3, 4, 6)]
+    assert [job.labels.shape for job in jobs] == [(8, 8), (4, 6), (8, 8), (8, 8)]

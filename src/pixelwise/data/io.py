@@ -272,9 +272,14 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray,
     """
     path = Path(path)
     _check_fits_png(labels, path)
+    save_png_atomic(label_image(labels, palette), path, compress_level)
+
+
+def label_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """HxW class indices (0-255) as a palette image: the values are the labels, the colours are for people."""
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
     img.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
-    save_png_atomic(img, path, compress_level)
+    return img
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:

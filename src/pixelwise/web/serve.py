@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from pixelwise.data.io import FAST_PNG, overlay as blend_overlay, read_image
+from pixelwise.data.io import FAST_PNG, label_image, overlay as blend_overlay, read_image
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.tiling import class_argmax
 
@@ -52,7 +52,7 @@ class Limits:
     max_body_mb: float = 50.0  # a larger body gets 413
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are told apart by identity, never by their pixels
 class Job:
     rgb: np.ndarray
     done: threading.Event = field(default_factory=threading.Event)
@@ -129,31 +129,33 @@ class Batcher:
         except queue.Full:
             return False
 
-    def _take(self, timeout: float | None) -> Job | None:
+    def _first(self) -> Job:
+        """The oldest job: one held back from an earlier batch, else the next in the queue (waiting for it)."""
         with self.lock:
             if self.held:
                 return self.held.pop(0)
-        try:
-            return self.jobs.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self.jobs.get()
 
     def _batch(self) -> list[Job]:
-        first = self._take(None)
-        batch = [first]
+        first = self._first()
+        shape = first.rgb.shape
+        with self.lock:  # held jobs of this size join first; the others keep their place
+            batch = [first] + [job for job in self.held if job.rgb.shape == shape][: self.limits.batch_size - 1]
+            self.held = [job for job in self.held if job not in batch]
         deadline = time.perf_counter() + self.limits.max_wait_ms / 1000
         while len(batch) < self.limits.batch_size:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
-            job = self._take(left)
-            if job is None:
+            try:
+                job = self.jobs.get(timeout=left)
+            except queue.Empty:
                 break
-            if job.rgb.shape == first.rgb.shape:
+            if job.rgb.shape == shape:
                 batch.append(job)
             else:
                 with self.lock:
-                    self.held.append(job)  # first in line for the next batch
+                    self.held.append(job)  # first in line for a later batch
         return batch
 
     def _run(self) -> None:
@@ -177,12 +179,6 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=FAST_PNG)
     return buffer.getvalue()
-
-
-def mask_png(labels: np.ndarray, palette: np.ndarray) -> bytes:
-    image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
-    return encode_png(image)
 
 
 class Service:
@@ -223,7 +219,7 @@ class Service:
                                  "pixels": {n: int(c) for n, c in zip(self.predictor.class_names, counts)}})
         if kind == "overlay":
             return Response(encode_png(Image.fromarray(blend_overlay(rgb, labels, palette))), media_type="image/png")
-        return Response(mask_png(labels, palette), media_type="image/png")
+        return Response(encode_png(label_image(labels, palette)), media_type="image/png")
 
 
 async def read_body(request: Request, limit: int) -> bytes | Response:
