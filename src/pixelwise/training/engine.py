@@ -208,7 +208,9 @@ def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: Segmentati
     if not cfg.unlabelled:
         return None, []
     held_out = [image for split in ("val", "test") for image, _ in spec.splits.get(split, [])]
-    pool = screen_pool(list_unlabelled(cfg.unlabelled), held_out, spec.decoded, progress=ctx.main)
+    listed = list_unlabelled(cfg.unlabelled)  # on every rank: a missing folder stops them all alike
+    # every image is hashed once, on rank 0 (screen_pool never raises); the others take its verdict
+    pool = distributed.broadcast_object(screen_pool(listed, held_out, spec.decoded) if ctx.main else None, ctx)
     for copy, original in pool.leaked:
         log(f"leakage: unlabelled {copy} copies {original}; left out")
     for path, reason in pool.unreadable:
