@@ -7,8 +7,9 @@ many threads send CamVid images (raw bytes) until --requests answers have come b
 compared with the one `pixelwise predict` wrote for that image in the same run. Then --faults sends a
 body cut off mid-upload, a 1 GB body, and 1,000 fuzzed bodies, and checks that the next good request
 still gets the right mask. Resident memory of the server is read from /proc before and after. The
-reference throughput is `pixelwise predict` over the same images at the same profile and engine.
-Last line: one JSON object.
+reference throughput is `pixelwise predict` over the same images at the same profile and engine, as it
+reports it (start-up excluded), and the reference latency is one image through that model in this
+process, after the server has gone. Last line: one JSON object, with the issue's targets checked.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import http.client
 import io
 import json
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -107,6 +109,32 @@ def load_level(port: int, images: list[tuple[bytes, np.ndarray]], clients: int, 
             "status_counts": {str(k): v for k, v in sorted(codes.items())}, "wrong_masks": wrong}
 
 
+def overload(port: int, images: list[tuple[bytes, np.ndarray]], clients: int = 256) -> dict:
+    """`clients` requests at the same moment, four times the queue's bound: the answers beyond it must be
+    503s, never time-outs or failures, and every 200 must carry the right mask."""
+    barrier, codes, wrong, lock = threading.Barrier(clients), {}, 0, threading.Lock()
+
+    def client(n: int) -> None:
+        nonlocal wrong
+        body, expected = images[n % len(images)]
+        barrier.wait()
+        try:
+            status, content = post(port, body)
+        except OSError:
+            status, content = -1, b""
+        with lock:
+            codes[status] = codes.get(status, 0) + 1
+            if status == 200 and not np.array_equal(np.asarray(Image.open(io.BytesIO(content))), expected):
+                wrong += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"clients": clients, "status_counts": {str(k): v for k, v in sorted(codes.items())}, "wrong_masks": wrong}
+
+
 def faults(port: int, good: tuple[bytes, np.ndarray]) -> dict:
     """A body cut off mid-upload, a 1 GB body (refused at its Content-Length), 1,000 fuzzed bodies; then a
     good request must get the right mask."""
@@ -128,29 +156,45 @@ def faults(port: int, good: tuple[bytes, np.ndarray]) -> dict:
                                                                    good[1])}
 
 
+def model_latency_ms(args, rgb: np.ndarray, runs: int = 20) -> float:
+    """Median time of one image through the served model (one stream, all cores), decode and PNG excluded."""
+    from pixelwise.inference.predict import predictor_from
+
+    predictor = predictor_from(args.checkpoint, engine=args.engine, profile=args.profile)
+    times = []
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        predictor.predict(rgb)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", default=str(CAMVID))
-    parser.add_argument("--images", type=int, default=32, help="distinct CamVid val images sent round-robin")
+    parser.add_argument("--images", type=int, default=101, help="distinct CamVid val images sent round-robin")
     parser.add_argument("--requests", type=int, default=10000, help="answers to collect at each client count")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--profile", default="accurate", choices=("accurate", "fast"))
     parser.add_argument("--engine", default="auto")
+    parser.add_argument("--batch-size", type=int, help="the server's --batch-size (default: its own)")
     parser.add_argument("--no-faults", dest="faults", action="store_false")
     args = parser.parse_args()
     sources = sorted((Path(args.data) / "val").glob("*.png"))[: args.images]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pixelwise", "predict", "--checkpoint", args.checkpoint, "--engine",
-                        args.engine, "--profile", args.profile, "--no-overlay", *map(str, sources), "--out",
-                        str(tmp / "pred")], check=True, capture_output=True)
-        reference = len(sources) / (time.perf_counter() - start)  # start-up included: a floor, not a ceiling
+        printed = subprocess.run([sys.executable, "-m", "pixelwise", "predict", "--checkpoint", args.checkpoint,
+                                  "--engine", args.engine, "--profile", args.profile, "--no-overlay",
+                                  *map(str, sources), "--out", str(tmp / "pred")],
+                                 check=True, capture_output=True, text=True).stdout
+        reference = float(re.search(r"\(([0-9.]+) images/s\)", printed).group(1))
         images = [(p.read_bytes(), np.asarray(Image.open(tmp / "pred" / f"{p.stem}.png"))) for p in sources]
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "pixelwise", "serve", "--checkpoint", args.checkpoint,
-                                   "--engine", args.engine, "--profile", args.profile, "--port", str(port)],
+                                   "--engine", args.engine, "--profile", args.profile, "--port", str(port),
+                                   *(["--batch-size", str(args.batch_size)] if args.batch_size else [])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_ready(port)
@@ -158,17 +202,33 @@ def main() -> None:
             before = rss_mb(server.pid)
             levels = []
             for clients in args.clients:
-                levels.append(load_level(port, images, clients, args.requests))
+                levels.append({**load_level(port, images, clients, args.requests),
+                               "server_rss_mb": round(rss_mb(server.pid), 1)})
                 print(json.dumps(levels[-1]), flush=True)
             after = rss_mb(server.pid)
+            burst = overload(port, images)
+            print(json.dumps({"overload": burst}), flush=True)
             fault_result = faults(port, images[0]) if args.faults else None
             server.terminate()
             exit_code = server.wait(60)
         finally:
             if server.poll() is None:
                 server.kill()
+    model_ms = model_latency_ms(args, np.asarray(Image.open(sources[0]).convert("RGB")))
+    saturated = max(level["answers_per_s"] for level in levels)
+    one_client = next((level for level in levels if level["clients"] == 1), None)
+    targets = {"saturation_share_of_predict": round(saturated / reference, 3),
+               "saturation_at_least_85_percent": saturated >= 0.85 * reference,
+               "only_200_or_503_and_no_wrong_masks": all(set(level["status_counts"]) <= {"200", "503"}
+                                                 and level["wrong_masks"] == 0 for level in levels),
+               "overload_only_200_or_503": set(burst["status_counts"]) <= {"200", "503"}
+                                           and "503" in burst["status_counts"] and burst["wrong_masks"] == 0,
+               "rss_growth_below_5_percent": after < 1.05 * before,
+               "one_client_p99_within_1.5x_model_plus_10_ms":
+                   None if one_client is None else one_client["p99_ms"] <= 1.5 * model_ms + 10}
     print(json.dumps({"benchmark": "serve_load", **run_record(), "profile": args.profile, "engine": args.engine,
-                      "predict_images_per_s": round(reference, 2), "levels": levels,
+                      "predict_images_per_s": reference, "model_latency_ms": round(model_ms, 1), "targets": targets,
+                      "levels": levels, "overload": burst,
                       "server_rss_mb_before": round(before, 1), "server_rss_mb_after": round(after, 1),
                       "rss_growth_percent": round(100 * (after - before) / before, 2), "faults": fault_result,
                       "sigterm_exit_code": exit_code}))

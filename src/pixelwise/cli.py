@@ -659,11 +659,13 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     p.add_argument("--token", help="clients must send 'Authorization: Bearer TOKEN'")
     p.add_argument("--insecure", action="store_true", help="serve a non-loopback address without a token")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images a model call may take (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, help="images a model call may take (default: 8 on a GPU; 1 on "
+                   "the CPU, where a batch costs as much per image and holds more memory)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others of its size to share its batch (default: 5)")
     p.add_argument("--queue", type=positive_int, default=64,
-                   help="requests waiting at most; more get 503 with Retry-After (default: 64)")
+                   help="requests waiting at most beside those in the model; more get 503 with Retry-After "
+                   "(default: 64)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)")
     p.add_argument("--max-body-mb", type=float, default=50.0, help="larger bodies get 413 (default: 50)")
     add_speed_arguments(p)

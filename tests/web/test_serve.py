@@ -80,7 +80,7 @@ class GatedEngine:
 
     def logits(self, images):
         self.inside.set()
-        self.gate.wait(10)
+        self.gate.wait(30)
         return torch.zeros(images.shape[0], 2, *images.shape[-2:])
 
 
@@ -108,6 +108,36 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(nuclei_root):
     first.join(10)
     second.join(10)
     assert sorted(answers) == [200, 200]
+
+
+def test_many_more_clients_than_places_get_exactly_the_surplus_as_503s(nuclei_root):
+    """More places than asyncio's default pool has threads (at most 32): every request is admitted to a
+    place or refused, never left waiting unseen for a thread. Places: the queue of 40 plus the 1 image
+    in the model."""
+    engine = GatedEngine()
+    predictor = Predictor(engine, ["a", "b"], default_palette(2), 255)
+    image = png_bytes(nuclei_root / "images" / "tile_r0c0.png")
+    answers, lock = [], threading.Lock()
+    # One event loop for every request, as under uvicorn (without `with`, each request gets a loop of its own)
+    with TestClient(create_app(predictor, Limits(batch_size=1, max_wait_ms=0, queue=40))) as client:
+        def send():
+            status = client.post("/predict", content=image).status_code
+            with lock:
+                answers.append(status)
+
+        threads = [threading.Thread(target=send) for _ in range(60)]
+        for thread in threads:
+            thread.start()
+        deadline = time.time() + 20
+        while answers.count(503) < 19 and time.time() < deadline:
+            time.sleep(0.01)
+        refused_while_held = sorted(answers)
+        engine.gate.set()
+        assert refused_while_held == [503] * 19  # the 41 admitted were held by the model
+        for thread in threads:
+            thread.join(20)
+        assert sorted(answers) == [200] * 41 + [503] * 19
+        assert client.app.state.service.admitted == 0  # every place is given back
 
 
 def test_the_token_is_required_off_loopback_and_checked_on_every_request(predictor, nuclei_root):

@@ -10,9 +10,16 @@
 
 Under load, requests wait in a bounded queue. A batcher thread takes the oldest request and, for up to
 `max_wait_ms`, any others of the same image size that arrive, up to `batch_size`, and runs them through
-the engine in one call; an engine with several streams gets one such batcher a stream. A full queue
-answers 503 with Retry-After at once, so a backlog never grows without bound; a request that waits past
-`timeout_s` gets 504. Decoding and PNG encoding run in the request's own worker thread, beside the model.
+the engine in one call. The server admits at most `queue` requests beyond those in the model; the next
+one answers 503 with Retry-After at once, before its body is read, so a backlog never grows without
+bound; a request that waits past `timeout_s` gets 504. Every admitted request has its own worker thread,
+which decodes and encodes PNGs beside the model.
+
+On the CPU the model runs one image at a time over every core (`batch_size` 1): there a batch costs as
+much per image as one image, and every batch size OpenVINO meets compiles a graph of its own that stays
+in memory; one call over every core also answers a lone client in the model's own latency, where
+`predict`'s side-by-side streams would give it one core. On a GPU, where a batch is cheaper per image,
+requests are micro-batched, 8 at most. The measurements are in docs/deploy.md (benchmarks/serve_load.py).
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -45,7 +53,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # s
 
 @dataclass
 class Limits:
-    batch_size: int = 8  # images a model call may take
+    batch_size: int | None = None  # images a model call may take; None: 8 on a GPU, 1 on the CPU
     max_wait_ms: float = 5.0  # how long the oldest request waits for others to join its batch
     queue: int = 64  # requests waiting at most; beyond, 503
     timeout_s: float = 30.0  # a request not answered by then gets 504
@@ -175,6 +183,11 @@ class Batcher:
                 job.done.set()
 
 
+def busy() -> Response:
+    return PlainTextResponse("busy: the request queue is full; retry shortly\n", status_code=503,
+                             headers={"Retry-After": "1"})
+
+
 def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=FAST_PNG)
@@ -188,6 +201,23 @@ class Service:
         self.predictor, self.limits, self.token, self.description = predictor, limits, token, description
         self.metrics = Metrics()
         self.batcher = Batcher(predictor, limits, self.metrics)
+        # Room for a full queue plus a batch in the model for each batcher: no one waits unseen for a thread.
+        self.capacity = limits.queue + len(self.batcher.threads) * limits.batch_size
+        self.executor = ThreadPoolExecutor(self.capacity, thread_name_prefix="pixelwise-request")
+        self.admitted = 0
+        self.admission = threading.Lock()
+
+    def admit(self) -> bool:
+        """Take a place for one request, or refuse at once when every place is taken."""
+        with self.admission:
+            if self.admitted >= self.capacity:
+                return False
+            self.admitted += 1
+            return True
+
+    def leave(self) -> None:
+        with self.admission:
+            self.admitted -= 1
 
     def authorised(self, request: Request) -> bool:
         if self.token is None:
@@ -204,8 +234,7 @@ class Service:
             return PlainTextResponse(f"cannot read the image: {err}\n", status_code=415)
         job = Job(rgb)
         if not self.batcher.submit(job):
-            return PlainTextResponse("busy: the request queue is full; retry shortly\n", status_code=503,
-                                     headers={"Retry-After": "1"})
+            return busy()
         if not job.done.wait(self.limits.timeout_s):
             job.abandoned = True
             return PlainTextResponse(f"no answer within {self.limits.timeout_s:g} s\n", status_code=504)
@@ -250,6 +279,9 @@ def image_from(content_type: str, body: bytes) -> tuple[bytes, str] | Response:
 
 def create_app(predictor, limits: Limits = Limits(), token: str | None = None, description: dict | None = None
                ) -> Starlette:
+    if limits.batch_size is None:
+        on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
+        limits = replace(limits, batch_size=8 if on_gpu else 1)
     service = Service(predictor, limits, token, description or {})
 
     async def predict(request: Request) -> Response:
@@ -264,18 +296,24 @@ def create_app(predictor, limits: Limits = Limits(), token: str | None = None, d
         kind = request.query_params.get("format", "png")
         if kind not in ("png", "json", "overlay"):
             return PlainTextResponse(f"unknown format {kind!r}; use png, json or overlay\n", status_code=400)
+        if not service.admit():
+            return busy()
         try:
-            body = await read_body(request, int(limits.max_body_mb * 2**20))
-        except ClientDisconnect:
-            return PlainTextResponse("client went away\n", status_code=400)
-        if isinstance(body, Response):
-            return body
-        image = image_from(request.headers.get("content-type", ""), body)
-        if isinstance(image, Response):
-            return image
-        if not image[0]:
-            return PlainTextResponse("empty body: send the image's bytes\n", status_code=400)
-        return await asyncio.to_thread(service.predict, image[0], image[1], kind)
+            try:
+                body = await read_body(request, int(limits.max_body_mb * 2**20))
+            except ClientDisconnect:
+                return PlainTextResponse("client went away\n", status_code=400)
+            if isinstance(body, Response):
+                return body
+            image = image_from(request.headers.get("content-type", ""), body)
+            if isinstance(image, Response):
+                return image
+            if not image[0]:
+                return PlainTextResponse("empty body: send the image's bytes\n", status_code=400)
+            return await asyncio.get_running_loop().run_in_executor(service.executor, service.predict, image[0],
+                                                                    image[1], kind)
+        finally:
+            service.leave()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -310,11 +348,9 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, pro
     import uvicorn
 
     from pixelwise.inference.predict import predictor_from
-    from pixelwise.runtime import physical_cores
 
     check_binding(host, token, insecure)
-    # concurrent clients are a folder arriving over the network: side by side, as `predict` runs a folder
-    predictor = predictor_from(checkpoint, engine=engine, profile=profile, streams=physical_cores())
+    predictor = predictor_from(checkpoint, engine=engine, profile=profile)  # one stream over every core
     description = {"model": str(checkpoint), "profile": profile, "engine": predictor.engine.name}
     app = create_app(predictor, limits, token, description)
     log(f"serving {checkpoint} ({description['engine']}, {profile}) on http://{host}:{port}  "
