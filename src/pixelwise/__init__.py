@@ -10,7 +10,7 @@
 Importing pixelwise loads the predictor only: the model zoo (timm, torchvision) loads on first use
 of `create_model` or a checkpoint, the trainer, the advisor and matplotlib on first use of `train`,
 `evaluate` or `advise`, and nothing global (such as matplotlib's backend) changes. So predicting
-with an exported model starts without the zoo's 2 s of imports.
+with an exported model starts without paying for the zoo's imports.
 """
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predict import Predictor, load

@@ -70,6 +70,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.models.registry import list_backbones, list_models
     from pixelwise.models.upsample import MODES
     from pixelwise.training.losses import LOSSES, WEIGHTINGS
+    from pixelwise.training.tracking import TRACKERS
     from pixelwise.training.strategies import STRATEGIES
 
     d = DEFAULTS
@@ -151,6 +152,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")
+    p.add_argument("--log", dest="log_to", action="append", default=list(d["log_to"]), choices=TRACKERS,
+                   metavar="TRACKER", help="also send each validated epoch to tensorboard (event files in "
+                   "OUT/tensorboard: losses, learning rate, per-class IoU, prediction-vs-truth images) or mlflow "
+                   "(MLFLOW_TRACKING_URI, default ./mlruns: params, metrics, best.pt and plots as artifacts); "
+                   "repeat for both. Optional extras: pip install 'pixelwise[tensorboard]' or 'pixelwise[mlflow]'")
     p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where the hardware has native bf16, with depthwise convolutions "
                    "kept in fp32 on the CPU, where they are faster (default: %(default)s)")
@@ -541,9 +547,9 @@ def add_data_suggest_parser(data) -> None:
                         description="Score every image without a mask by the model's mean per-pixel entropy "
                         "and top-2 margin, and write them in the order to label them, one path a line. The "
                         "default (diverse) takes the most uncertain image of each kind of scene before a second "
-                        "of any. Measured on CamVid it beat plain uncertainty by 2.2 points of mean IoU and came level "
-                        "with random picks (README). Example: pixelwise data suggest --checkpoint runs/mine/best.pt "
-                        "data/mine")
+                        "of any. Measured on CamVid it beat plain uncertainty and came level with random picks "
+                        "(benchmarks/active_learning.py; see docs/ground-truth.md). Example: pixelwise data "
+                        "suggest --checkpoint runs/mine/best.pt data/mine")
     p.add_argument("dir", metavar="DIR", help="dataset root; images without a mask are ranked")
     p.add_argument("--checkpoint", required=True, help="a .pt file written by pixelwise train")
     # the default is uncertainty.DEFAULT_MEASURE, spelled out so building the parser imports nothing
@@ -582,8 +588,8 @@ def add_speed_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s)")
     p.add_argument("--profile", default="accurate", choices=("accurate", "fast"),
                    help="accurate: the checkpoint's inference scale (1.75 by default), masks equal to fp32's, best "
-                   "mean IoU; fast: scale 1, bf16 where native, about 4x the images/s for a little less mean IoU "
-                   "(default: %(default)s)")
+                   "mean IoU; fast: scale 1, bf16 where native, several times the images/s for a little less mean "
+                   "IoU; speeds in docs/deploy.md (default: %(default)s)")
 
 
 def add_train_parser(sub, full: bool, defaults: dict | None = None) -> None:

@@ -68,12 +68,13 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and saved; 0: none
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
     skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping
-    workers: int = 0  # decoded images are cached; worker processes would only steal the 2 cores
+    workers: int = 0  # decoded images are cached; worker processes would only take cores from the model
     device: str = "auto"
     seed: int = 0
     sync_bn: bool = False  # BatchNorm statistics across processes (CUDA only)
     deterministic: bool = False  # deterministic kernels: a killed and resumed run ends bit-identical
     init_from: str | None = None
+    log_to: tuple[str, ...] = ()  # experiment trackers besides history.json: tensorboard, mlflow
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +87,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        for key in ("crop_size", "scale_range", "unlabelled"):
+        for key in ("crop_size", "scale_range", "unlabelled", "log_to"):
             if key in kwargs and kwargs[key] is not None:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
@@ -97,12 +98,13 @@ class TrainConfig:
 CONFIG_FILE = "config.yaml"  # every run writes its resolved TrainConfig here; `train --config` reads it back
 
 
-def write_config_file(cfg: TrainConfig, path, resolved: dict | None = None) -> None:
+def write_config_file(cfg: TrainConfig, path, resolved: dict | None = None) -> dict:
     """`cfg` as YAML, in field order, with `resolved` (what each `auto` became in this run) written over it:
-    a rerun from the file makes the same decisions without measuring again."""
+    a rerun from the file makes the same decisions without measuring again. -> the values written"""
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in {**cfg.to_dict(), **(resolved or {})}.items()}
     header = "# pixelwise train's resolved configuration; rerun with: pixelwise train --config THIS_FILE --out NEW\n"
     Path(path).write_text(header + yaml.safe_dump(values, sort_keys=False))
+    return values
 
 
 def read_config_file(path) -> dict:

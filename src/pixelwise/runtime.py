@@ -58,7 +58,7 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_fp16() -> bool:
-    """Native fp16 arithmetic (AVX512-FP16/AMX-FP16, e.g. Xeon Sapphire Rapids on): fp16 autocast runs near bf16's speed."""
+    """Native fp16 arithmetic (AVX512-FP16/AMX-FP16, e.g. Intel Sapphire Rapids on): fp16 autocast runs near bf16's speed."""
     return "fp16" in native_cpu_precisions()
 
 
@@ -70,9 +70,9 @@ def resolve_precision(precision: str, device: torch.device, exact: bool = False)
 
     `auto` is bf16 where the hardware has it natively: the fastest, for training and `--profile fast`.
     With `exact` (`--profile accurate`), `auto` must keep the masks of fp32: bf16's 8-bit mantissa flips
-    about 0.4% of CamVid val pixels (those near a class boundary), fp16's 11 bits 0.04%
-    (benchmarks/engines.py). So fp16 where it is native (every CUDA GPU; AVX512-FP16 CPUs, where it
-    runs twice as fast as fp32 at the accurate profile's scale on a 2-core Xeon with AMX), else fp32."""
+    pixels near a class boundary, fp16's 11 bits far fewer (benchmarks/engines.py; figures in
+    docs/deploy.md). So fp16 where it is native (every CUDA GPU; AVX512-FP16 CPUs, where it runs
+    well ahead of fp32 at the accurate profile's scale), else fp32."""
     if precision not in PRECISIONS:
         raise PixelwiseError(f"unknown precision {precision!r}; choose " + ", ".join(PRECISIONS))
     if precision == "fp32":
@@ -110,12 +110,12 @@ def _depthwise_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def depthwise_fp32_in_training(model: nn.Module) -> int:
     """Make the depthwise convolutions of `model` run in fp32 under CPU autocast while gradients are on.
 
-    oneDNN's bf16 depthwise kernels, forward and backward, are about 3.7x slower than its fp32 ones
+    oneDNN's bf16 depthwise kernels, forward and backward, are several times slower than its fp32 ones
     (depthwise layers are memory-bound, and AMX speeds up only dense matmuls), while dense
-    convolutions gain from bf16: a training step of FCN-8s/EfficientNet-Lite0 (batch 8, 352x480)
-    takes 1.39 s this way against 1.74 s in bf16 throughout and 1.57 s in fp32 throughout (2-core
-    Xeon with AMX, benchmarks/precision.py). Inference keeps bf16: at batch 1 the casts cost more
-    than the kernels save. The weights and state_dict are unchanged. -> how many convolutions."""
+    convolutions gain from bf16: a training step this way is faster than in bf16 throughout and than
+    in fp32 throughout (benchmarks/precision.py; figures in docs/training.md). Inference keeps bf16:
+    at batch 1 the casts cost more than the kernels save. The weights and state_dict are unchanged.
+    -> how many convolutions."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups == m.in_channels]
     for conv in convs:
         conv.forward = types.MethodType(_depthwise_forward, conv)

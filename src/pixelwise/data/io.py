@@ -256,9 +256,8 @@ def _check_fits_png(labels: np.ndarray, path: Path) -> None:
         raise ValueError(f"{path}: label {values[bad][0]} does not fit a palette PNG, which holds whole labels 0-255")
 
 
-# zlib level for PNGs written in bulk (predictions, overlays): level 1 compresses a 360x480 photo
-# 4x faster than PIL's default 6 for files about 10% larger (a mask: 1.2 vs 1.9 ms, 8 vs 6 KiB;
-# measured on a 2-core Xeon with AMX).
+# zlib level for PNGs written in bulk (predictions, overlays): level 1 compresses several times faster
+# than PIL's default 6 for slightly larger files, for photos and masks alike (figures in docs/deploy.md).
 FAST_PNG = 1
 DEFAULT_PNG = 6
 
@@ -297,8 +296,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
 def save_png_atomic(img: Image.Image, path: str | Path, compress_level: int = DEFAULT_PNG,
                     strategy: int = zlib.Z_DEFAULT_STRATEGY) -> None:
     """`strategy`: zlib's. A photo (an overlay) has few repeats for LZ77 to find: Z_HUFFMAN_ONLY writes
-    a 360x480 one in 10.7 ms instead of 14.6 at level 1 (2-core Xeon with AMX), and 5% smaller; masks,
-    long runs of one value, need the default."""
+    one faster than level 1 does, and smaller (docs/deploy.md); masks, long runs of one value, need the
+    default."""
     write_atomic(path, lambda tmp: img.save(tmp, format="PNG", compress_level=compress_level, compress_type=strategy))
 
 
@@ -306,7 +305,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
     """Blend class colours over an RGB image. image: HxWx3 uint8, labels: HxW -> HxWx3 uint8,
     (1 - alpha) x image + alpha x colour, rounded half to even."""
     colours = palette[labels if labels.dtype == np.uint8 else labels.astype(np.int64).clip(0, 255)]
-    if alpha == 0.5:  # the same rounding in integers, twice as fast: a folder predicts an overlay per image
+    if alpha == 0.5:  # the same rounding in integers, faster than floats: a folder predicts an overlay per image
         total = image.astype(np.uint16) + colours
         half = total >> 1
         return (half + (total & half & 1)).astype(np.uint8)  # an odd total's .5 goes to the even neighbour

@@ -157,8 +157,9 @@ def train_transform(crop_size: tuple[int, int], scale_range: tuple[float, float]
 
 AUGMENTS = ("auto", "upright", "top-down")
 # Share of labelled pixels that would change halves if the masks were turned upside down. Street scenes
-# (sky above, road below) sit near 0.9, the nuclei sample near 0.04: images with an "up" are far apart
-# from images without one, and the threshold sits between them, nearer the top-down side.
+# (sky above, road below) sit near the top of the range, the nuclei sample near 0: images with an "up"
+# are far apart from images without one, and the threshold sits between them, nearer the top-down side
+# (the measured values are in docs/training.md).
 TOP_DOWN_BELOW = 0.15
 
 

@@ -115,9 +115,9 @@ class OpenVinoEngine(ExportedGraph):
     """An exported .onnx compiled by OpenVINO for the CPU (`pip install 'pixelwise[openvino]'`).
 
     Precision: `auto` is bf16 where the CPU has it natively (AMX, AVX512-BF16, as OpenVINO itself would pick), unless
-    `exact` (`--profile accurate`), which runs fp32: bf16 flips 0.4% of the pixels, and OpenVINO's fp16
-    was slower than its fp32 on the 2-core Xeon with AMX (benchmarks/precision.py). int8 .onnx files
-    (QDQ) run in int8 either way."""
+    `exact` (`--profile accurate`), which runs fp32: bf16 flips some pixels, those whose top two classes
+    are almost tied, and OpenVINO's fp16 ran slower than its fp32 on a CPU with AMX (benchmarks/precision.py;
+    figures in docs/deploy.md). int8 .onnx files (QDQ) run in int8 either way."""
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "auto", precision: str = "auto",
@@ -153,10 +153,10 @@ class OpenVinoEngine(ExportedGraph):
 
     def compiled_for(self, shape: tuple[int, ...]):
         """The graph to run an input of `shape` on. With every size fixed, OpenVINO plans its memory and
-        picks its kernels once: 16% faster than the dynamic graph at 630x840 on the 2-core Xeon with
-        AMX. A shape seen a second time gets its own compiled graph (a folder of one size, tiles); the
-        STATIC_SHAPES most recent are kept, and after STATIC_COMPILES compiles (sizes that keep
-        changing) everything runs on the dynamic graph rather than wait for another compile."""
+        picks its kernels once, which runs faster than the dynamic graph (docs/deploy.md). A shape seen
+        a second time gets its own compiled graph (a folder of one size, tiles); the STATIC_SHAPES most
+        recent are kept, and after STATIC_COMPILES compiles (sizes that keep changing) everything runs on
+        the dynamic graph rather than wait for another compile."""
         with self._lock:
             if shape in self._static:
                 self._static.move_to_end(shape)

@@ -14,12 +14,12 @@ So the .onnx file alone is enough to predict with it:
   `resize` from the metadata. Kept outside because int8 calibration then sees what the network
   sees, and because a graph of the network alone is what tiling and other runtimes want.
 
-Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript). Measured on FCN-8s /
-EfficientNet-Lite0: it writes 115 nodes against 349 for the TorchScript exporter (which also warns
-that it is deprecated and will be removed); after ONNX Runtime's optimisations both run alike (76
-vs 82 nodes, same speed). Both need the static padding below to give symbolic sizes cheaply: with
-timm's dynamic "same" padding the dynamo export of EfficientNet-Lite0 took 7 minutes (shape
-arithmetic through `ceil`) instead of 35 s. torch.export can specialise a size silently (a Python
+Exporter: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript). On FCN-8s /
+EfficientNet-Lite0 it writes a far smaller graph than the TorchScript exporter (which also warns
+that it is deprecated and will be removed); after ONNX Runtime's optimisations both run alike. Both
+need the static padding below to give symbolic sizes cheaply: with timm's dynamic "same" padding the
+dynamo export of EfficientNet-Lite0 takes many times longer (shape arithmetic through `ceil`); the
+figures are in docs/deploy.md. torch.export can specialise a size silently (a Python
 `if` on a size takes the example's branch), so every export is checked against the eager model at
 sizes that are and are not multiples of 32 before it is written.
 
@@ -224,10 +224,10 @@ def quantize_onnx(fp32_path: Path, out: Path, images: list[Path], size: tuple[in
     """Write an int8 copy of an exported fp32 .onnx, calibrated on `images` seen at the inference
     scale and centre-cropped to `size`. ONNX Runtime static quantisation, QDQ format:
     - int8 weights per output channel: one range per tensor loses the small filters of depthwise
-      convs (on EfficientNet-Lite0 it tripled the pixels whose class changed);
+      convs (on EfficientNet-Lite0 it changed the class of many more pixels);
     - uint8 activations, ranges from the min/max seen in calibration: uint8 x int8 is the pair
-      ORT's x86 kernels fuse, so every conv becomes a QLinearConv (with int8 activations 18 of 52
-      stayed float and the model ran slower than fp32).
+      ORT's x86 kernels fuse, so every conv becomes a QLinearConv (with int8 activations many of
+      them stayed float and the model ran slower than fp32).
     -> the share of calibration pixels (first 4 images) whose class agrees with fp32."""
     import onnx
 

@@ -7,9 +7,9 @@ Side by side, for an engine with several streams (an exported graph on the CPU, 
 
 On a small CPU this beats any overlap of stages around one model call spread over all cores: that
 call's threads meet at a barrier after every layer, so a decode or a PNG write taking one core for
-a moment stalls them all. Here nothing waits on anything else: measured on a 2-core Xeon with 2
-streams, the whole loop runs above the model's own images/s at 2 streams and at 83-86% of one call
-over both cores, its best with OpenVINO's static graphs (benchmarks/predict_folder.py).
+a moment stalls them all. Here nothing waits on anything else, so the whole loop, reading and writing
+included, comes close to the model's own images/s (benchmarks/predict_folder.py; figures in
+docs/deploy.md).
 
 Overlapped, for one stream (eager PyTorch, a GPU, tiles, batches):
 

@@ -46,8 +46,8 @@ def onnx_beside(checkpoint: Path, log=print) -> Path:
 PROFILES = {
     "accurate": "the checkpoint's inference scale (1.75 unless trained otherwise), and its flip test-time "
                 "augmentation if trained with --infer-flip, at a precision that keeps fp32's masks: the best mean IoU",
-    "fast": "inference scale 1 on the fastest engine, in bf16 where the CPU has it: about 4x the images/s, "
-            "a little lower mean IoU",
+    "fast": "inference scale 1 on the fastest engine, in bf16 where the CPU has it: fewer pixels at a cheaper "
+            "precision, so several times the images/s, for a little lower mean IoU",
 }
 
 
@@ -59,8 +59,8 @@ def profile_scale(profile: str, trained_scale: float) -> float:
 
 
 def fastest_engine(device: str = "auto") -> str:
-    """The engine `--engine auto` picks. Measured by benchmarks/speed.py on a 2-core Xeon with AMX (the
-    README's speed table): on the CPU an exported graph beats eager PyTorch at every size and batch,
+    """The engine `--engine auto` picks. Measured by benchmarks/speed.py (the speed table in
+    docs/deploy.md): on the CPU an exported graph beats eager PyTorch at every size and batch,
     OpenVINO most (it fuses the depthwise blocks and runs them in bf16 where the CPU has it), then ONNX
     Runtime; so OpenVINO where it is installed, else ONNX Runtime, else PyTorch. Exporting a checkpoint
     needs onnx and onnxscript as well. On a GPU, PyTorch."""

@@ -75,7 +75,7 @@ class TimmEncoder(Encoder):
     def __init__(self, backbone: str, pretrained: bool = True, weights_path: str | None = None,
                  with_head: bool = True):
         super().__init__()
-        import timm  # 2 s of imports (timm pulls in torchvision): paid when an encoder is built, not on import
+        import timm  # slow to import (it pulls in torchvision): paid when an encoder is built, not on import
 
         self.model = timm.create_model(TIMM_BACKBONES[backbone], pretrained=False)
         if weights_path or pretrained:

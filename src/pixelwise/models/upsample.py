@@ -80,9 +80,8 @@ class Upsample(nn.Module):
         if self.mode == "bilinear" or self.factor == 1:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if x.device.type == "cpu" and self.conv.groups == 1 and torch.is_autocast_enabled("cpu"):
-            # oneDNN's bf16 transposed convolution over a few score channels is 4-6x slower than its fp32
-            # one (FCN's 8x at 360x480: 9.3 against 1.7 ms on a 2-core Xeon with AMX, benchmarks/precision.py),
-            # and fp32 is exact.
+            # oneDNN's bf16 transposed convolution over a few score channels is several times slower than
+            # its fp32 one (benchmarks/precision.py; figures in docs/deploy.md), and fp32 is exact.
             with torch.autocast("cpu", enabled=False):
                 return fit_to(self.conv(x.float()), size)
         return fit_to(self.conv(x), size)

@@ -33,22 +33,23 @@ from pixelwise.data.transforms import to_tensors
 from pixelwise.errors import PixelwiseError
 from pixelwise.models.encoders import create_encoder
 
-# Measured with efficientnet_lite0 (lite2 and mobilenet_v2 within 0.06 of it): CamVid street scenes
-# 0.25, the photos in tests/data 0.24, CamVid in greyscale 0.36, synthetic textures 0.53,
-# fluorescence nuclei 0.62, uniform noise 0.71.
+# Set between what efficientnet_lite0 (lite2 and mobilenet_v2 alike) measures on ImageNet-like photos
+# (CamVid street scenes, the photos in tests/data), which stay below it, and on data unlike ImageNet
+# (CamVid in greyscale just above; synthetic textures, fluorescence nuclei, uniform noise well above).
+# The values per dataset are in docs/training.md (benchmarks/transfer.py reports each setting's).
 SHIFT_THRESHOLD = 0.35
 RICH_IMAGES = 100  # training images from which a dataset counts as rich
 MEASURE_SHORT_SIDE = 256  # images are measured at ImageNet's evaluation scale (resize 256, crop 224)
 
 # The textbook's answer for each quadrant, and pixelwise's, which benchmarks/transfer.py measured
-# (FCN-8s/EfficientNet-Lite0, equal time budgets, two seeds; README "Transfer learning"). They differ
-# in one place: with few ImageNet-like images the textbook trains the head alone, but an FCN's head is
-# its 1x1 score layers, and on 37 CamVid images that trailed last-k by 4.5 mIoU points.
+# (FCN-8s/EfficientNet-Lite0, equal time budgets, two seeds; docs/training.md). They differ in one
+# place: with few ImageNet-like images the textbook trains the head alone, but an FCN's head is its
+# 1x1 score layers, and on a small CamVid subset that clearly trailed last-k.
 TEXTBOOK = {"small-similar": "head", "small-different": "full", "rich-similar": "last-k", "rich-different": "full"}
 RECOMMENDATION = {
     "small-similar": ("last-k", "few images of ImageNet-like content: the generic early stages stay frozen and "
-                                "the last stages adapt (the textbook's head-only training trailed by 4.5 mIoU "
-                                "points on 37 CamVid images)"),
+                                "the last stages adapt (the textbook's head-only training trailed it on a small "
+                                "CamVid subset; see docs/training.md)"),
     "small-different": ("full", "few images unlike ImageNet: the features must adapt, so every layer trains, "
                                 "with the default augmentation against overfitting"),
     "rich-similar": ("last-k", "many images of ImageNet-like content: the early, generic layers are kept "

@@ -24,14 +24,14 @@ from pixelwise.data.checks import check_before_use
 from pixelwise.data.dataset import SegmentationDataset, fits_in_memory
 from pixelwise.data.formats import DatasetSpec, split_pairs
 from pixelwise.data.io import write_atomic
-from pixelwise.data.transforms import resolve_augment, train_transform
+from pixelwise.data.transforms import resolve_augment, to_tensors, train_transform
 from pixelwise.data.unlabelled import UnlabelledDataset, collate_unlabelled, list_unlabelled, screen_pool
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.evaluation import ConfusionMatrix, evaluate_engine
 from pixelwise.models.registry import create_model
 from pixelwise.runtime import (TorchEngine, autocast, depthwise_fp32_in_training, prepare_model, resolve_precision,
                                to_device)
-from pixelwise.training import advisor, distributed, semi, strategies
+from pixelwise.training import advisor, distributed, semi, strategies, tracking
 from pixelwise.training.distributed import Dist
 from pixelwise.training.losses import class_weights, segmentation_loss
 from pixelwise.training.plots import plot_curves
@@ -318,6 +318,7 @@ class Run:
     ema: AveragedModel | None = None  # the moving average of the weights (--ema), when there is one
     consistency: semi.Consistency | None = None  # learning from the --unlabelled pool, when there is one
     pool: list[Path] = field(default_factory=list)  # the unlabelled images it draws from
+    trackers: tracking.Trackers | None = None  # --log: TensorBoard, MLflow (rank 0 only)
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -413,8 +414,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         cfg = distributed.broadcast_object(resolve_strategy(cfg, checked, out, log) if ctx.main else None, ctx)
     dtype = resolve_precision(cfg.precision, device)
     spec, train_set, val_set, loader, loss_fn, augment = prepare_data(cfg, checked, device, log, ctx)
-    if ctx.main:
-        write_resolved_config(cfg, out, augment, device, dtype)
+    resolved = write_resolved_config(cfg, out, augment, device, dtype) if ctx.main else {}
     if ckpt is not None:
         check_resumable(ckpt, cfg, spec, out / "last.pt")
     model, groups, fp32_depthwise = build_trainable(cfg, spec.num_classes, model, device, dtype)
@@ -435,15 +435,17 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         f"{'bf16 autocast' if dtype else 'fp32'}{' (depthwise convolutions fp32)' if fp32_depthwise else ''} "
         f"on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
+    trackers = tracking.Trackers(cfg.log_to, out, resolved, ckpt is not None, log) if ctx.main and cfg.log_to \
+        else None
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
-               train_set, val_set, device, dtype, state, ctx, skipped, ema, consistency, pool)
+               train_set, val_set, device, dtype, state, ctx, skipped, ema, consistency, pool, trackers)
 
 
-def write_resolved_config(cfg: TrainConfig, out: Path, augment: str, device: torch.device, dtype) -> None:
+def write_resolved_config(cfg: TrainConfig, out: Path, augment: str, device: torch.device, dtype) -> dict:
     """OUT/config.yaml with every auto decision written out: `train --config` reruns the run without
-    measuring again (the strategy is already the advisor's pick in `cfg`)."""
+    measuring again (the strategy is already the advisor's pick in `cfg`). -> the values written"""
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-    write_config_file(cfg, out / CONFIG_FILE, resolved={"augment": augment, "device": device.type,
+    return write_config_file(cfg, out / CONFIG_FILE, resolved={"augment": augment, "device": device.type,
                                                         "precision": precision})
 
 
@@ -527,11 +529,13 @@ class Clock:
 
 
 def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dict, bool]:
-    """Score val, record the epoch in the history. -> (scores, whether they beat the best so far)."""
+    """Score val, record the epoch in the history, tell the trackers. -> (scores, whether they beat the best
+    so far)."""
     state = run.state
     v0 = time.time()
-    scores = evaluate(run.evaluated, run.val_set, run.device, run.dtype, run.cfg.batch_size,
-                      run.cfg.infer_scale, ctx=run.ctx).compute(run.spec.class_names)
+    matrix = evaluate(run.evaluated, run.val_set, run.device, run.dtype, run.cfg.batch_size, run.cfg.infer_scale,
+                      ctx=run.ctx)
+    scores = matrix.compute(run.spec.class_names)
     clock.val_s, clock.trained_since_val_s = time.time() - v0, 0.0
     improved = scores["mean_iou"] > state.best_mean_iou
     state.best_mean_iou = max(state.best_mean_iou, scores["mean_iou"])
@@ -541,7 +545,28 @@ def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dic
                           "lr": run.optimizer.param_groups[0]["lr"],
                           "elapsed_min": (time.time() - clock.t0) / 60,
                           **{k: stats[k] for k in ("unlabelled_loss", "confident_share") if k in stats}})
+    if run.trackers is not None:
+        run.trackers.epoch(tracking.EpochRecord(
+            epoch + 1, tracking.epoch_metrics(state.history[-1], scores), matrix.matrix.numpy(), improved,
+            (lambda: validation_overlays(run)) if run.trackers.wants_overlays else None))
     return scores, improved
+
+
+OVERLAY_IMAGES = 4  # validation images in a tracker's picture of the predictions
+
+
+def validation_overlays(run: Run) -> np.ndarray:
+    """The evaluated model's masks on a few validation images, spread over the set and the same each
+    epoch, beside their ground truth (`tracking.overlay_grid`)."""
+    engine = TorchEngine.prepared(run.evaluated, run.device, run.dtype, run.cfg.infer_scale)
+    count = min(OVERLAY_IMAGES, len(run.val_set))
+    triples = []
+    for index in np.linspace(0, len(run.val_set) - 1, count).round().astype(int):
+        image, mask = run.val_set.load(int(index))
+        with torch.no_grad():
+            prediction = engine.logits(to_tensors(image, mask)[0][None]).argmax(1)[0].cpu().numpy()
+        triples.append((image, prediction.astype(np.uint8), np.asarray(mask)))
+    return tracking.overlay_grid(triples, run.spec.palette, run.spec.ignore_index)
 
 
 def epoch_line(epoch: int, stats: dict, scores: dict | None, improved: bool, elapsed_s: float) -> str:
@@ -605,13 +630,17 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
     if not run.ctx.main:
         log = _quiet
     start_epoch = run.state.epoch
+    finished = False
     try:
         train_epochs(run, log)
+        finished = True
     except Diverged as err:
         kept = f"the last good epoch ({run.state.epoch}) is kept in {run.out / 'last.pt'}" \
             if (run.out / "last.pt").is_file() else "no epoch completed, so no checkpoint was written"
         raise PixelwiseError(f"{err}; {kept}") from None
     finally:
+        if run.trackers is not None:
+            run.trackers.finish(run.out, run.spec.class_names, finished)
         distributed.shutdown()
     if run.state.epoch == start_epoch:
         raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Save, then free the figure now. A figure and its canvas and axes refer to each other, so without
     this they wait for Python's rarely-run full garbage collection: drawn every epoch, the curves
-    alone grew training's memory by 7% over 20 epochs (benchmarks/memory.py)."""
+    alone made training's memory grow epoch after epoch (benchmarks/memory.py; see docs/reliability.md)."""
     fig.savefig(path, dpi=100)
     fig.clear()
     gc.collect()
