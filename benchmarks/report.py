@@ -31,6 +31,34 @@ BLOCK = re.compile(r"(?P<open><!-- report: (?P<name>[\w.]+) -->\n)(?P<body>.*?)(
 INLINE = re.compile(r"(?P<open><!-- fig: (?P<name>[\w.]+) -->)(?P<body>.*?)(?P<close><!-- /fig -->)", re.S)
 
 
+# What a measured figure looks like in prose: a number with a unit of time, speed, memory or share, a
+# ratio, a signed difference, or a score written as 0.xxx. Sizes (480x360), versions and options in
+# `code` are not figures; neither is anything inside the markers, in code blocks or in link targets.
+FIGURE = re.compile(r"(?<![\w.x×/-])[+−-]?\d[\d,]*(?:\.\d+)?\s?(?:ms|µs|s|min|minutes|seconds|hours|h|img/s|images/s|"
+                    r"TFLOP/s|GB/s|GB|MB|GiB|MiB|KiB|%|×|x|points?|pt)(?![\w/])|(?<![\w.])0\.\d{2,4}(?![\d\w])|"
+                    r"(?<![\w.])[+−]\d+(?:\.\d+)?(?![\d\w])")
+NOT_PROSE = re.compile(r"```.*?```|`[^`\n]*`|<!-- report: .*?<!-- /report -->|<!-- fig: .*?<!-- /fig -->|"
+                       r"\]\([^)]*\)|<!--.*?-->", re.S)
+
+
+def unmarked_figures(text: str) -> list[tuple[int, str]]:
+    """(line, figure) for every measured-looking figure outside the report's markers."""
+    found = []
+    for start, chunk in _prose_parts(text):
+        for match in FIGURE.finditer(chunk):
+            found.append((text.count("\n", 0, start + match.start()) + 1, match.group().strip()))
+    return found
+
+
+def _prose_parts(text: str):
+    """(offset, text) of the stretches between code, markers and link targets."""
+    position = 0
+    for match in NOT_PROSE.finditer(text):
+        yield position, text[position:match.start()]
+        position = match.end()
+    yield position, text[position:]
+
+
 def documents() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -49,9 +77,22 @@ def rendered(text: str, render=render) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 where a document is stale")
+    parser.add_argument("--scan", action="store_true",
+                        help="list the figures typed by hand: measured-looking numbers outside the markers")
+    parser.add_argument("documents", nargs="*", type=Path, help="only these documents (default: README.md, docs/*.md)")
     args = parser.parse_args()
+    chosen = [path.resolve() for path in args.documents] or documents()
+    if args.scan:
+        total = 0
+        for path in chosen:
+            found = unmarked_figures(path.read_text())
+            total += len(found)
+            for line, figure in found:
+                print(f"{path.relative_to(ROOT)}:{line}: {figure}")
+        print(f"{total} figure(s) outside the markers")
+        return 1 if total else 0
     stale = []
-    for path in documents():
+    for path in chosen:
         text = path.read_text()
         new = rendered(text)
         if new == text:

@@ -1,5 +1,5 @@
 """The CUDA path: fp16 (accurate) or bf16 (fast) autocast and channels_last on a GPU, for inference and training. CI has no GPU,
-so these skip there; they ran on a lent GPU when one was available (see the README's speed section)."""
+so these skip there; they ran on a lent GPU when one was available (see docs/benchmarks.md)."""
 import json
 
 import pytest

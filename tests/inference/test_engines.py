@@ -140,6 +140,20 @@ def test_openvino_compiles_a_shape_seen_twice_keeps_four_and_stops_after_sixteen
     assert (1, 3, 47, 56) not in openvino._static and openvino.compiled_for((1, 3, 47, 56)) is openvino.compiled
 
 
+def test_openvino_compiles_a_huge_images_tile_shape_at_first_sight_and_never_runs_the_dynamic_graph(beside):
+    pytest.importorskip("openvino", reason="openvino is an optional extra: pip install 'pixelwise[openvino]'")
+    from pixelwise.inference.tiling import predict_tiled
+
+    folder, _, engine, _ = beside
+    openvino = create_engine("openvino", folder / "model.onnx", precision="fp32")
+    image = (np.random.default_rng(0).random((100, 150, 3)) * 255).astype(np.uint8)
+    labels = predict_tiled(openvino, image, tile=64, overlap=16)
+    assert len(openvino._static) == 1 and openvino._compiles == 1  # the tiles' one shape, compiled once
+    assert set(openvino._requests.by_graph) == set(openvino._static)  # no request of the dynamic graph was made
+    assert not openvino._repeating  # outside the tiles, a shape seen once runs on the dynamic graph again
+    assert np.mean(labels == predict_tiled(engine, image, tile=64, overlap=16)) >= 0.999
+
+
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
 def test_an_engine_with_two_streams_serves_two_threads_at_once_with_the_same_logits(beside, name):
     from concurrent.futures import ThreadPoolExecutor

@@ -23,6 +23,8 @@ imported only when an engine that needs them is made: `import pixelwise` stays l
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -59,6 +61,11 @@ class ExportedGraph:
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return predict_logits(self.run, images, torch.device("cpu"), None, self.scale, self.flip)
+
+    @contextmanager
+    def repeating_shapes(self):
+        """Inside, every input shape will come again (a huge image's tiles): see OpenVinoEngine."""
+        yield
 
 
 class OnnxRuntimeEngine(ExportedGraph):
@@ -148,6 +155,7 @@ class OpenVinoEngine(ExportedGraph):
         self._static: OrderedDict[tuple[int, ...], object] = OrderedDict()  # input shape -> compiled, newest last
         self._seen: set[tuple[int, ...]] = set()
         self._compiles = 0
+        self._repeating = False  # inside repeating_shapes: compile at first sight
         self._lock = threading.Lock()
         self._requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
@@ -163,7 +171,7 @@ class OpenVinoEngine(ExportedGraph):
                 return self._static[shape]
             if self._compiles >= STATIC_COMPILES:
                 return self.compiled
-            if shape not in self._seen:
+            if shape not in self._seen and not self._repeating:
                 self._seen.add(shape)
                 return self.compiled
             model = self._core.read_model(str(self.path))
@@ -173,6 +181,17 @@ class OpenVinoEngine(ExportedGraph):
             if len(self._static) > STATIC_SHAPES:
                 self._static.popitem(last=False)
             return compiled
+
+    @contextmanager
+    def repeating_shapes(self):
+        """Inside, a shape gets its static graph at first sight. A huge image's tiles all share one shape,
+        known to repeat: running the first tile on the dynamic graph would only allocate that graph's
+        buffers at tile size, held beside the static graph's until the image is done."""
+        self._repeating = True
+        try:
+            yield
+        finally:
+            self._repeating = False
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""

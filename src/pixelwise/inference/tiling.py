@@ -13,6 +13,7 @@ as float; tiles are converted one batch at a time).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -137,14 +138,15 @@ def predict_tiled(engine, image: np.ndarray, tile: int = 1024, overlap: int = 12
         return class_argmax(engine.logits(to_batch([image]))[0])
     blend = _Blender(height, width, ys, wy, xs, wx)
     th, tw = wy.shape[1], wx.shape[1]
-    for i, y0 in enumerate(ys):
-        blend.start_band(i)
-        for j0 in range(0, len(xs), batch):
-            cols = range(j0, min(j0 + batch, len(xs)))
-            logits = engine.logits(to_batch([image[y0:y0 + th, xs[j]:xs[j] + tw] for j in cols]))
-            for n, j in enumerate(cols):
-                blend.add(j, logits[n])
-            del logits  # free before the next batch's forward pass
+    with getattr(engine, "repeating_shapes", nullcontext)():  # every tile has one shape: tell the engine
+        for i, y0 in enumerate(ys):
+            blend.start_band(i)
+            for j0 in range(0, len(xs), batch):
+                cols = range(j0, min(j0 + batch, len(xs)))
+                logits = engine.logits(to_batch([image[y0:y0 + th, xs[j]:xs[j] + tw] for j in cols]))
+                for n, j in enumerate(cols):
+                    blend.add(j, logits[n])
+                del logits  # free before the next batch's forward pass
     return blend.labels
 
 
