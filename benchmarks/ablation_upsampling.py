@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import CAMVID, machine, train_and_score
+from common import CAMVID, run_record, train_and_score
 from pixelwise.config import TrainConfig
 
 # Badrinarayanan et al. 2017, Table 1 (CamVid, mean IoU %)
@@ -46,7 +46,7 @@ def main() -> None:
     for mode, r in results.items():
         paper = "-" if r["paper_segnet_mean_iou"] is None else f"{r['paper_segnet_mean_iou']:.1f}"
         print(f"{mode:<11} {100 * r['val_mean_iou']:>9.1f} {paper:>6} {r['params_m']:>11.2f} {r['latency_ms_360x480']:>13.1f}")
-    print(json.dumps({"benchmark": "ablation_upsampling", "machine": machine(), "minutes_each": args.minutes,
+    print(json.dumps({"benchmark": "ablation_upsampling", **run_record(), "minutes_each": args.minutes,
                       "model": f"{args.model}/{args.backbone}", "pretrained": args.pretrained,
                       "infer_scale": args.infer_scale, "scale_range": scale_range, "results": results}))
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine
+from common import machine, run_record
 from speed import BF16_SETTING, peer_engine
 
 from pixelwise.checkpoint import load_checkpoint, model_config
@@ -58,7 +58,7 @@ def main() -> None:
     best_peer = min((n for n in medians if n not in mine), key=medians.get)
     for name, ms in medians.items():
         print(f"{name:45s} {ms:8.2f} ms")
-    print(json.dumps({"benchmark": "accurate_vs_peer", "machine": machine(), "size": "360x480, batch 1",
+    print(json.dumps({"benchmark": "accurate_vs_peer", **run_record(), "size": "360x480, batch 1",
                       "calls": args.rounds * args.calls, "median_ms": medians, "best_peer": best_peer,
                       "ratio_to_best_peer": round(medians[mine[0]] / medians[best_peer], 3),
                       "ratios_to_best_peer": {n: round(medians[n] / medians[best_peer], 3) for n in mine}}))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import CAMVID, machine
+from common import CAMVID, machine, run_record
 from transfer import CACHE, half_size_camvid
 
 from pixelwise.api import train
@@ -272,7 +272,7 @@ def main() -> None:
     scored_on = "CamVid val" if held_out is None else (
         f"{len(held_out)} held-out train images (a middle block of {args.held_out_share:.0%} of each sequence), "
         f"pool {len(names) - args.initial}")
-    result = {"machine": machine(), "scored_on": scored_on,
+    result = {"benchmark": "active_learning", **run_record(), "scored_on": scored_on,
               "setting": f"CamVid 240x180, {args.initial} labelled + {args.add}, "
               f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}"
               + (f", picked in {args.rounds} rounds with {args.round_epochs} epochs of fine-tuning between"

@@ -16,12 +16,13 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cpu import cpu_model, run_record
 
 from pixelwise.web.server import serving
 
@@ -51,15 +52,6 @@ async ([segments, spacing]) => {
   return {handler, toFrame};
 }
 """
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def make_dataset(root: Path) -> Path:
@@ -160,7 +152,7 @@ def main() -> None:
         return
     cpu = cpu_model()
     print(f"CPU: {cpu}")
-    result = {"benchmark": "annotate_speed", "cpu": cpu, **benchmark(args.segments, args.saves)}
+    result = {"benchmark": "annotate_speed", **run_record(), "cpu": cpu, **benchmark(args.segments, args.saves)}
     for name in ("stroke_fit_zoom", "stroke_actual_size"):
         h, f = result[name]["handler"], result[name]["to_next_frame"]
         print(f"{name}: event -> painted {h['median_ms']:.2f} ms median, {h['p95_ms']:.2f} ms p95 "

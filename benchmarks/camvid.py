@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import parse_overrides, place, run_record, screening_crop, sequence_of
-from cpu import cpu_model
 from PIL import Image
 
 from pixelwise.api import evaluate
@@ -106,8 +105,7 @@ def main() -> None:
     args.peer = args.peer or args.peer_only
     torch.set_num_threads(torch.get_num_threads())
     out = Path(args.out)
-    result = {"benchmark": "camvid", "machine": f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU"
-              if not torch.cuda.is_available() else torch.cuda.get_device_name(), "minutes": args.minutes}
+    result = {"benchmark": "camvid", **run_record(), "minutes": args.minutes}
     if not args.peer_only:
         result["pixelwise"] = train_pixelwise(args, out)
     if args.peer:

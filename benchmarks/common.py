@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from cpu import cpu_model
+from cpu import machine, run_record  # noqa: F401  (benchmarks import them from here)
 
 from pixelwise.api import evaluate
 from pixelwise.config import TrainConfig
@@ -21,20 +19,6 @@ from pixelwise.runtime import inference_setup, predict_logits
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, no GPU"
-
-
-def run_record() -> dict:
-    """What a results file needs to be traced: the machine, the date, the commit, torch, the command."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    return {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit, "torch": torch.__version__,
-            "command": " ".join(["python", *sys.argv])}
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CAMVID, machine
+from common import CAMVID, run_record
 
 from pixelwise.data.checks import check_dataset
 from pixelwise.data.formats import load_spec
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coco-images", type=int, default=2000)
     args = parser.parse_args()
-    results = {"machine": machine()}
+    results = run_record()
     print(f"machine: {results['machine']}")
     quiet = lambda _: None  # noqa: E731
 

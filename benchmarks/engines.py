@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from common import CAMVID
-from cpu import cpu_model
+from cpu import cpu_model, run_record
 
 from pixelwise.checkpoint import load_checkpoint
 from pixelwise.data.dataset import SegmentationDataset
@@ -135,7 +135,7 @@ def main() -> None:
                   f"{row['equal_pixels']:.4%}  {speed:5.2f} img/s  {'ok' if row['meets_target'] else 'MISSED'}",
                   flush=True)
     ckpt = load_checkpoint(checkpoint)
-    result = {"benchmark": "engines", "cpu": cpu_model(), "threads": torch.get_num_threads(),
+    result = {"benchmark": "engines", **run_record(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "checkpoint": str(checkpoint), "model": f"{ckpt['config']['model']}/{ckpt['config']['backbone']}",
               "images": len(val), "rows": rows, "all_targets_met": all(r.get("meets_target", True) for r in rows),
               "defaults_meet_targets": {profile: all(r.get("meets_target", True) for r in rows

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import CAMVID, machine, train_and_score
+from common import CAMVID, run_record, train_and_score
 from pixelwise.config import TrainConfig
 
 PAPER = {"fcn32s": 59.4, "fcn16s": 62.4, "fcn8s": 62.7}
@@ -40,7 +40,7 @@ def main() -> None:
               f"{r['latency_ms_360x480']:>13.1f}")
     gains = [results["fcn16s"]["val_mean_iou"] - results["fcn32s"]["val_mean_iou"],
              results["fcn8s"]["val_mean_iou"] - results["fcn16s"]["val_mean_iou"]]
-    print(json.dumps({"benchmark": "fcn_skips", "machine": machine(), "minutes_each": args.minutes,
+    print(json.dumps({"benchmark": "fcn_skips", **run_record(), "minutes_each": args.minutes,
                       "backbone": args.backbone, "staged": args.staged, "results": results,
                       "skip_gains_points": [round(100 * g, 2) for g in gains]}))
 

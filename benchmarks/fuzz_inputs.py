@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 import fuzz_cases as fc  # noqa: E402  (test helpers, not part of the package)
+from cpu import run_record  # noqa: E402
 
 
 def pick(rng: np.random.Generator, options):
@@ -168,7 +169,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="*", choices=sorted(CASES), help="only these kinds (default: all)")
     args = parser.parse_args()
-    result = run_fuzz(args.cases, args.seed, tuple(args.kinds) if args.kinds else None)
+    result = {"benchmark": "fuzz_inputs", **run_record(),
+              **run_fuzz(args.cases, args.seed, tuple(args.kinds) if args.kinds else None)}
     print(json.dumps(result, indent=2))
     sys.exit(1 if result["crashes"] else 0)
 

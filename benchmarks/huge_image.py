@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 # Only inference modules: the benchmark's own RSS is the figure, and common.py loads the trainer.
-from cpu import cpu_model
+from cpu import cpu_model, run_record
 
 from pixelwise.data.io import read_image
 from pixelwise.inference.selection import create_engine
@@ -140,7 +140,7 @@ def main() -> None:
     if args.cli:
         if not args.checkpoint:
             raise SystemExit("--cli needs --checkpoint")
-        print(json.dumps({"benchmark": "huge_image_cli", "cpu": cpu_model(), "size": args.size, "tile": args.tile,
+        print(json.dumps({"benchmark": "huge_image_cli", **run_record(), "cpu": cpu_model(), "size": args.size, "tile": args.tile,
                           "engine": args.engine, "profile": args.profile, "target_peak_rss_mb": 1500,
                           **cli_runs(args)}))
         return
@@ -155,7 +155,7 @@ def main() -> None:
     labels = predict_tiled(engine, image, args.tile, args.overlap, batch=args.batch)
     seconds = time.perf_counter() - start
     tiles = len(tile_starts(height, image_tile, image_overlap)) * len(tile_starts(width, image_tile, image_overlap))
-    result = {"benchmark": "huge_image", "cpu": cpu_model(), "threads": torch.get_num_threads(),
+    result = {"benchmark": "huge_image", **run_record(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "model": args.checkpoint or "untrained fcn8s/efficientnet_lite0, 11 classes",
               "engine": getattr(engine, "name", "torch"), "profile": args.profile if args.checkpoint else None,

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import machine
+from common import run_record
 
 from pixelwise.api import train
 from pixelwise.demo import sample_root
@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pool_run:
         return pool_run(args.pool_run, args.epochs)
-    result = {"machine": machine()}
+    result = run_record()
     print(f"machine: {result['machine']}", flush=True)
     if args.only in (None, "pool"):
         result["unlabelled_pool"] = pool_memory(args.pool, epochs=8)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import CAMVID, machine
+from common import CAMVID, machine, run_record
 
 from pixelwise.checkpoint import load_checkpoint, model_from_checkpoint
 from pixelwise.data.io import read_image
@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/precision.json")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
-    result = {"benchmark": "precision", "machine": machine(), "native_fp16": cpu_has_fp16(), **kernels()}
+    result = {"benchmark": "precision", **run_record(), "native_fp16": cpu_has_fp16(), **kernels()}
     print(json.dumps(result), flush=True)
     result.update(training_steps(args.rounds))
     print(json.dumps(result), flush=True)

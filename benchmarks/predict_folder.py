@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common import CAMVID
-from cpu import cpu_model
+from cpu import cpu_model, run_record
 
 from pixelwise.data.io import IMAGE_SUFFIXES, read_image
 from pixelwise.inference.selection import create_engine
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/predict_folder.json")
     args = parser.parse_args()
     checkpoint = Path(args.checkpoint).resolve()
-    result = {"benchmark": "predict_folder", "cpu": cpu_model(), "threads": torch.get_num_threads(),
+    result = {"benchmark": "predict_folder", **run_record(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "checkpoint": str(checkpoint), "images": args.images}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

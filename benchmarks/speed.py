@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from matplotlib.ticker import FuncFormatter
 from torch import nn
 
-from cpu import cpu_model
+from cpu import cpu_model, run_record
 from roofline import bandwidth_gbs, compute_ceilings, forward_traffic, measure_peaks, place
 
 import pixelwise
@@ -871,7 +871,7 @@ def main() -> None:
 
     roofline = roofline_summary(rows, base)
     notes += [*scaling["knees"], *scaling["batching"], describe_roofline(roofline), METHOD_NOTE]
-    result = {"benchmark": "speed", "cpu": cpu, "caches": caches, "threads": torch.get_num_threads(),
+    result = {"benchmark": "speed", **run_record(), "cpu": cpu, "caches": caches, "threads": torch.get_num_threads(),
               "native_bf16": cpu_has_bf16(), "torch": torch.__version__, "peak": costs.peak,
               "bandwidth_gbs": costs.bandwidth, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
               "runs": args.runs, "max_seconds": args.max_seconds, "cell_cap_s": args.cell_cap, "rows": rows,

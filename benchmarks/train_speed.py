@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import CAMVID
-from cpu import cpu_model
+from cpu import cpu_model, run_record
 
 from pixelwise.api import train
 from pixelwise.config import TrainConfig
@@ -81,7 +81,7 @@ def main() -> None:
     ours = statistics.median(h["images_per_s"] for h in history[1:])
     loop = statistics.median(loops)
     last = history[-1]
-    result = {"benchmark": "train_speed", "cpu": cpu_model(), "threads": torch.get_num_threads(),
+    result = {"benchmark": "train_speed", **run_record(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "model": f"{cfg.model}/{cfg.backbone}", "strategy": "full", "batch_size": cfg.batch_size,
               "crop": list(cfg.crop_size),
               "pixelwise_images_per_s": round(ours, 2),

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import CAMVID, machine
+from common import CAMVID, run_record
 from pixelwise.config import TrainConfig
 from pixelwise.data.formats import load_spec
 from pixelwise.data.synthetic import write_texture_dataset
@@ -164,7 +164,7 @@ def main() -> None:
         print(f"{setting:<13} {r['quadrant']:<16} {cells_text}   {r['advisor_pick']:<12} "
               f"{ {True: 'yes', False: 'NO', None: '-'}[r['pick_within_spread_of_best']]}")
     hits = sum(bool(r["pick_within_spread_of_best"]) for r in report.values())
-    print(json.dumps({"benchmark": "transfer", "machine": machine(), "model": "fcn8s/efficientnet_lite0",
+    print(json.dumps({"benchmark": "transfer", **run_record(), "model": "fcn8s/efficientnet_lite0",
                       "metric": "val mean IoU of the final epoch", "paper_fcn_voc": PAPER,
                       "advisor_right": f"{hits}/{len(report)}", "settings": report}))
 

@@ -36,7 +36,7 @@ from pixelwise.models.encoders import create_encoder
 # Set between what efficientnet_lite0 (lite2 and mobilenet_v2 alike) measures on ImageNet-like photos
 # (CamVid street scenes, the photos in tests/data), which stay below it, and on data unlike ImageNet
 # (CamVid in greyscale just above; synthetic textures, fluorescence nuclei, uniform noise well above).
-# The values per dataset are in docs/training.md (benchmarks/transfer.py reports each setting's).
+# benchmarks/transfer.py measures each setting's value.
 SHIFT_THRESHOLD = 0.35
 RICH_IMAGES = 100  # training images from which a dataset counts as rich
 MEASURE_SHORT_SIDE = 256  # images are measured at ImageNet's evaluation scale (resize 256, crop 224)

@@ -1,0 +1,129 @@
+"""docs/training.md: the augmentation check, the semi-supervised runs and the 45-minute CamVid run with `auto`."""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from reports import machine, results, source, table
+
+SEMI_CAMVID = ("semi_supervised_screen_240x180_5min", "semi_supervised_screen_240x180_20min")
+SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
+
+
+def _fixed(value: float, places: int) -> str:
+    """`value` rounded half up as written in its file (0.6395 -> 0.640), with a typographic minus."""
+    text = str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    return text.replace("-", "−")
+
+
+def _signed(value: float, places: int = 1) -> str:
+    return ("+" if value > 0 else "") + _fixed(value, places)
+
+
+def _where(name: str) -> str:
+    """Machine, date and commit of one results file, for prose that quotes it."""
+    data = results(name)
+    return f"{machine(data)}; {data['date']}; commit {data['commit']}"
+
+
+def augment_asymmetry() -> str:
+    """CamVid's vertical label asymmetry, the figure `--augment auto` decides on."""
+    return _fixed(results("augment")["vertical_asymmetry"]["camvid"], 2)
+
+
+def augment_nuclei() -> str:
+    data = results("augment")
+    seeds = {(run["augment"], run["seed"]): run["test_mean_iou"] for run in data["runs"]}
+
+    def both(augment: str) -> str:
+        return " and ".join(_fixed(seeds[augment, seed], 4) for seed in (0, 1))
+    mean = data["test_mean_iou"]
+    return (f"test mean IoU {_fixed(mean['top-down'], 4)} with top-down against {_fixed(mean['upright'], 4)} upright "
+            f"(seeds 0 and 1: {both('top-down')} against {both('upright')})")
+
+
+def augment_where() -> str:
+    return _where("augment")
+
+
+def _arms(name: str) -> dict:
+    (run,) = results(name)["results"]  # the CamVid screens are one seed at one fraction
+    return run
+
+
+def semi_supervised_camvid() -> str:
+    """Supervised against semi-supervised at equal wall time, one row per budget."""
+    runs = [_arms(name) for name in SEMI_CAMVID]
+    labelled, pool = runs[0]["labelled"], runs[0]["pool"]
+    rows = []
+    for name, run in zip(SEMI_CAMVID, runs):
+        sup, semi = run["arms"]["supervised"], run["arms"]["semi"]
+        rows.append([f"{results(name)['minutes']:g} min", _fixed(sup["val_mean_iou"], 3), _fixed(semi["val_mean_iou"], 3),
+                     _fixed(run["val_gain_points"], 1), f"{sup['epochs']} / {semi['epochs']}"])
+    header = ["budget", f"supervised ({labelled} labelled)", f"+ {pool} unlabelled", "gain", "epochs (sup. / semi)"]
+    return table(header, rows) + "\n\n" + source(*SEMI_CAMVID)
+
+
+def semi_supervised_nuclei() -> str:
+    data = results(SEMI_NUCLEI)
+    arms = [run["arms"] for run in data["results"]]
+
+    def both(arm: str) -> str:
+        return " and ".join(_fixed(run[arm]["test_mean_iou"], 4) for run in arms)
+    return f"test mean IoU {both('supervised')} supervised, {both('semi')} with the pool"
+
+
+def semi_supervised_nuclei_gain() -> str:
+    """The pool's mean gain over the seeds, in points of test mean IoU."""
+    (summary,) = results(SEMI_NUCLEI)["summary"].values()
+    return _fixed(summary["mean_gain_points"], 2)
+
+
+def semi_supervised_nuclei_where() -> str:
+    return _where(SEMI_NUCLEI)
+
+
+def semi_per_class() -> str:
+    """What the pool did per class in the longest CamVid run: the gains above half a point, the three worst losses."""
+    arms = _arms(SEMI_CAMVID[-1])["arms"]
+    sup, semi = arms["supervised"]["val_per_class_iou"], arms["semi"]["val_per_class_iou"]
+    gains = sorted(((semi[name] - sup[name]) * 100, name.replace("_symbol", "")) for name in sup)
+    helped = [(gain, name) for gain, name in reversed(gains) if gain >= 0.5]
+    cost = gains[:3]
+
+    def listed(pairs, unit: str = "") -> str:
+        parts = [f"{name} ({_signed(round(gain, 4))}{unit if i == 0 else ''})" for i, (gain, name) in enumerate(pairs)]
+        return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return f"helped {listed(helped, ' points')} and cost {listed(cost)}"
+
+
+def semi_confident() -> str:
+    """The pool's confident share at the end of each CamVid run."""
+    shares = [_arms(name)["arms"]["semi"]["confident_share_last"] for name in SEMI_CAMVID]
+    return " and ".join(f"{share:.0%}" for share in shares)
+
+
+def _speeds() -> tuple[dict, dict]:
+    arms = _arms(SEMI_CAMVID[-1])["arms"]
+    return arms["supervised"], arms["semi"]
+
+
+def semi_step_cost() -> str:
+    """How much longer a semi-supervised step takes than a supervised one (labelled images/s)."""
+    sup, semi = _speeds()
+    return f"{sup['train_images_per_s'] / semi['train_images_per_s']:.1f}×"
+
+
+def semi_step_share() -> str:
+    """The labelled epochs the semi-supervised arm fits in the same wall time, as a share of the supervised arm's."""
+    sup, semi = _speeds()
+    return f"{semi['epochs'] / sup['epochs']:.0%}"
+
+
+def camvid_auto() -> str:
+    run = results("camvid_auto_45min")["pixelwise"]
+    return (f"**{_fixed(run['val_mean_iou'], 3)}** val mean IoU (fp32 inference "
+            f"{_fixed(run['val_mean_iou_fp32_inference'], 3)}) in {run['epochs']} epochs")
+
+
+def camvid_auto_where() -> str:
+    return _where("camvid_auto_45min")
