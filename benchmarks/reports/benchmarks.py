@@ -107,8 +107,9 @@ def _heldout_mean(config: dict) -> Decimal:
     return _mean(run["heldout_mean_iou"] for run in config["runs"])
 
 
-def _base(seed: str = "configs") -> Decimal:
-    return _heldout_mean(results(SCREEN)[seed]["context_scale1"])
+def _base() -> Decimal:
+    """The lever base's held-out mean (context_fpn at inference scale 1, seed 0): what each lever is set against."""
+    return _heldout_mean(_config(SCREEN, "context_scale1"))
 
 
 def heldout_screen() -> str:
@@ -124,7 +125,7 @@ def heldout_screen() -> str:
     notes = (f"¹ That run shared the CPU with about a minute of unit tests, so it trained fewer steps than it would "
              f"have (Lite2 there: {_r(lite2['0006R0']['train_images_per_s'], 1)} img/s against "
              f"{_r(lite2['0001TP']['train_images_per_s'], 1)} on the other drive, undisturbed). ² The file's "
-             f"{min(schedule):.0f}–{max(schedule):.0f} img/s mixes in the half-resolution epochs, which run faster; "
+             f"{_span(schedule, 0)} img/s mixes in the half-resolution epochs, which run faster; "
              f"the full-resolution epochs alone are not recorded.")
     header = ["recipe", "held out 0006R0", "held out 0001TP", "held-out mean", "val (in-distribution)",
               "train img/s"]
