@@ -155,8 +155,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", dest="log_to", action="append", default=list(d["log_to"]), choices=TRACKERS,
                    metavar="TRACKER", help="also send each validated epoch to tensorboard (event files in "
                    "OUT/tensorboard: losses, learning rate, per-class IoU, prediction-vs-truth images) or mlflow "
-                   "(MLFLOW_TRACKING_URI, default ./mlruns: params, metrics, best.pt and plots as artifacts); "
-                   "repeat for both. Optional extras: pip install 'pixelwise[tensorboard]' or 'pixelwise[mlflow]'")
+                   "(MLFLOW_TRACKING_URI, else MLflow's default store here: params, metrics, best.pt and plots as "
+                   "artifacts); repeat for both. Optional extras: pip install 'pixelwise[tensorboard]' or 'pixelwise[mlflow]'")
     p.add_argument("--precision", default=d["precision"], choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast where the hardware has native bf16, with depthwise convolutions "
                    "kept in fp32 on the CPU, where they are faster (default: %(default)s)")

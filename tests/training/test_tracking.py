@@ -13,6 +13,15 @@ TINY = dict(epochs=2, batch_size=2, crop_size=(32, 32), strategy="full", pretrai
             infer_scale=1.0)
 
 
+def file_store(monkeypatch, tmp_path) -> str:
+    """A tracking store in tmp_path that mlflow-skinny (the dev extra) can write: MLflow 3's default is a
+    SQLite database, which needs the full package's SQLAlchemy, and it accepts a file store only when told."""
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
 def test_epoch_metrics_flatten_history_and_per_class_iou_and_drop_absent_classes():
     record = {"epoch": 3, "train_loss": 0.5, "val_mean_iou": 0.25, "val_pixel_accuracy": 0.75, "lr": 1e-3,
               "images_per_s": 10.0, "elapsed_min": 2.0, "data_wait_share": 0.1}
@@ -59,7 +68,7 @@ def test_a_tracker_that_fails_is_dropped_with_a_message_and_training_goes_on(fol
         raise ConnectionError("tracking server went away")
 
     monkeypatch.setattr(tracking.MLflowTracker, "epoch", broken)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    file_store(monkeypatch, tmp_path)
     lines = []
     summary = engine.fit(TrainConfig(data=str(folder_dataset), out=str(tmp_path / "run"), log_to=("mlflow",),
                                      **TINY), log=lines.append)
@@ -72,8 +81,7 @@ def test_tensorboard_and_mlflow_receive_what_history_json_records(folder_dataset
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    uri = (tmp_path / "mlruns").as_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri = file_store(monkeypatch, tmp_path)
     out = tmp_path / "run"
     lines = []
     engine.fit(TrainConfig(data=str(folder_dataset), out=str(out), log_to=("tensorboard", "mlflow"), **TINY),

@@ -4,8 +4,9 @@ beside OUT/history.json and curves.png, which every run writes anyway.
     TensorBoard   OUT/tensorboard/: loss, learning rate, images/s, val mean IoU and pixel accuracy,
                   per-class IoU, and at each validation a grid of validation images, the prediction's
                   overlay beside the ground truth's
-    MLflow        MLFLOW_TRACKING_URI, or ./mlruns: the resolved config as params, the same metrics per
-                  epoch, and at the end best.pt, curves.png and the best epoch's confusion plot as artifacts
+    MLflow        MLFLOW_TRACKING_URI, or MLflow's own default store in the working folder (where `mlflow ui`
+                  looks): the resolved config as params, the same metrics per epoch, and at the end
+                  best.pt, curves.png and the best epoch's confusion plot as artifacts
 
 Both are optional extras. Tracking never stops training: a tracker that fails mid-run says why once and is
 dropped, and the run goes on (history.json keeps everything).
@@ -90,9 +91,9 @@ class MLflowTracker:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        # MLflow's own default store has changed between versions; pixelwise promises ./mlruns
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").absolute().as_uri()
-        self.client = client = MlflowClient(tracking_uri=uri)
+        # Unset, MLflow picks its default store, the one `mlflow ui` opens in the same folder (./mlruns up to
+        # MLflow 2, ./mlflow.db since MLflow 3, which refuses a ./mlruns file store unless told to allow it)
+        self.client = client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None)
         saved = out / MLFLOW_RUN_FILE
         if resume and saved.is_file():
             self.run_id = saved.read_text().strip()
