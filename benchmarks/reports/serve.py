@@ -1,0 +1,43 @@
+"""`pixelwise serve` under load (benchmarks/serve_load.py): the docs' deploy page."""
+from __future__ import annotations
+
+from reports import results, source, table
+
+RUN = "serve_load"
+
+
+def load_levels() -> str:
+    data = results(RUN)
+    reference = data["predict_images_per_s"]
+    rows = [[level["clients"], f"{level['requests']:,}", f"{level['answers_per_s']:.2f}",
+             f"{level['answers_per_s'] / reference:.2f}×", f"{level['p50_ms']:.0f}", f"{level['p95_ms']:.0f}",
+             f"{level['p99_ms']:.0f}", ", ".join(f"{n:,} × {code}" for code, n in level["status_counts"].items()),
+             level["wrong_masks"], f"{level['server_rss_mb']:.0f}"]
+            for level in data["levels"]]
+    burst = data["overload"]
+    rows.append([f"{burst['clients']} at once", f"{sum(burst['status_counts'].values()):,}", "–", "–", "–", "–", "–",
+                 ", ".join(f"{n:,} × {code}" for code, n in burst["status_counts"].items()), burst["wrong_masks"],
+                 "–"])
+    return table(["clients", "requests", "answers/s", "vs `predict`", "p50 ms", "p95 ms", "p99 ms", "answers",
+                  "masks unlike `predict`'s", "server RSS MB after"], rows) + "\n\n" + source(RUN)
+
+
+def predict_rate() -> str:
+    return f"{results(RUN)['predict_images_per_s']:.1f} images/s"
+
+
+def model_latency() -> str:
+    return f"{results(RUN)['model_latency_ms']:.1f} ms"
+
+
+def rss_growth() -> str:
+    data = results(RUN)
+    return f"{data['server_rss_mb_before']:.0f} MB to {data['server_rss_mb_after']:.0f} MB " \
+           f"({data['rss_growth_percent']:+.1f}%)"
+
+
+def faults() -> str:
+    data = results(RUN)["faults"]
+    fuzzed = ", ".join(f"{n:,} × {code}" for code, n in data["fuzzed_status_counts"].items())
+    after = "the right mask" if data["good_request_after"] else "a wrong answer"
+    return f"a 1 GB body got {data['one_gb_body_status']}, the fuzzed bodies {fuzzed}, and the next good request {after}"
