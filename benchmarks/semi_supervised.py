@@ -82,7 +82,8 @@ def build_view(data: str, root: Path, fraction: float, seed: int, size: tuple[in
 def run_arm(view: Path, out: Path, arm: str, minutes: float, seed: int, overrides: dict, split: str) -> dict:
     cfg = TrainConfig(data=str(view), out=str(out), time_budget=minutes, seed=seed)
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides,
-                                 "unlabelled": [str(view / "pool")] if arm == "semi" else []})
+                                 "unlabelled": [str(view / "pool")] if arm != "supervised" else [],
+                                 **({"semi_method": "self-training"} if arm == "self-training" else {})})
     summary = engine.fit(cfg, overwrite=True)
     best = Path(cfg.out) / "best.pt"
     scores = {name: evaluate(best, view, split=name) for name in ("val", split) if name}
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--size", help="WxH copies for screening, e.g. 240x180")
     parser.add_argument("--holdout-sequence", nargs="+", default=[None])
+    parser.add_argument("--arms", nargs="+", default=["supervised", "semi"],
+                        choices=("supervised", "semi", "self-training"),
+                        help="supervised first: the others' gains are against it; semi is --semi consistency")
     parser.add_argument("--out", default="runs/semi")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="TrainConfig fields to change")
     args = parser.parse_args()
@@ -128,22 +132,26 @@ def main() -> None:
                 view = build_view(args.data, Path(args.out) / "data" / name, fraction, seed, size, holdout)
                 split = "test" if (holdout or args.nuclei) else "val"
                 arms = {arm: run_arm(view, Path(args.out) / f"{name}_{arm}", arm, args.minutes, seed, overrides,
-                                     split) for arm in ("supervised", "semi")}
+                                     split) for arm in args.arms}
                 key = f"{split}_mean_iou"
                 results.append({"holdout": holdout, "fraction": fraction, "seed": seed,
                                 "labelled": len(list((view / "train").iterdir())),
                                 "pool": len(list((view / "pool").iterdir())), "arms": arms,
-                                "gain_points": round(100 * (arms["semi"][key] - arms["supervised"][key]), 2),
-                                "val_gain_points": round(100 * (arms["semi"]["val_mean_iou"]
-                                                                - arms["supervised"]["val_mean_iou"]), 2)})
+                                **{f"gain_points_{arm}": round(100 * (arms[arm][key] - arms["supervised"][key]), 2)
+                                   for arm in arms if arm != "supervised"},
+                                **{f"val_gain_points_{arm}": round(100 * (arms[arm]["val_mean_iou"]
+                                                                         - arms["supervised"]["val_mean_iou"]), 2)
+                                   for arm in arms if arm != "supervised"}})
                 print(json.dumps(results[-1]), flush=True)
     summary = {}
     for holdout in args.holdout_sequence:
         for fraction in args.fractions:
-            gains = [r["gain_points"] for r in results if r["holdout"] == holdout and r["fraction"] == fraction]
             scored = holdout or ("test" if args.nuclei else "val")  # what gain_points was measured on
-            summary[f"{scored}@{fraction:g}"] = {"mean_gain_points": round(statistics.mean(gains), 2),
-                                                           "every_seed_positive": all(g > 0 for g in gains)}
+            for arm in args.arms[1:]:
+                gains = [r[f"gain_points_{arm}"] for r in results
+                         if r["holdout"] == holdout and r["fraction"] == fraction]
+                summary[f"{arm} {scored}@{fraction:g}"] = {"mean_gain_points": round(statistics.mean(gains), 2),
+                                                            "every_seed_positive": all(g > 0 for g in gains)}
     print(json.dumps({"benchmark": "semi_supervised", **run_record(), "minutes": args.minutes, "size": args.size,
                       "overrides": overrides, "results": results, "summary": summary}))
 

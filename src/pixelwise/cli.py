@@ -70,6 +70,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.models.registry import list_backbones, list_models
     from pixelwise.models.upsample import MODES
     from pixelwise.training.losses import LOSSES, WEIGHTINGS
+    from pixelwise.training.semi import SEMI_METHODS
     from pixelwise.training.tracking import TRACKERS
     from pixelwise.training.strategies import STRATEGIES
 
@@ -149,6 +150,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="a folder of images nobody labelled, learnt from through the model's own confident "
                    "predictions (weak-to-strong consistency); repeat for several folders. Copies of val or test "
                    "images are left out, unreadable images skipped and listed")
+    p.add_argument("--semi", dest="semi_method", default=d["semi_method"], choices=SEMI_METHODS,
+                   help="how --unlabelled images teach: consistency (each step, a confident prediction on one view "
+                   "is learnt on a strongly changed view) or self-training (the first half of the run trains on "
+                   "the labels alone, the model then labels the pool once, as --profile accurate predicts, and "
+                   "the rest trains on both, each step as cheap as a supervised one) (default: %(default)s)")
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")

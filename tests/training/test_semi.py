@@ -141,3 +141,59 @@ def test_a_run_with_unlabelled_images_resumes_bit_identical(nuclei_root, tmp_pat
         train(nuclei_root, tmp_path / "cut", epochs=3, unlabelled=[pool], log=StopAfter(1), **FAST)
     train(nuclei_root, tmp_path / "cut", epochs=3, unlabelled=[pool], resume=True, log=lambda _: None, **FAST)
     assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
+
+
+# ---------------------------------------------------------------- offline self-training
+
+class FixedEngine:
+    """Logits that say class 1 with confidence sigmoid(2) on the left half, class 0 barely on the right."""
+    def logits(self, images):
+        n, _, h, w = images.shape
+        logits = torch.zeros(n, 2, h, w)
+        logits[:, 1, :, : w // 2] = 2.0
+        logits[:, 0, :, w // 2:] = 0.1
+        return logits
+
+
+def test_the_pool_is_labelled_once_each_image_by_its_place_unsure_pixels_ignored_broken_files_listed(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from pixelwise.data.io import default_palette, read_mask
+
+    pool = []
+    for i in range(3):
+        pool.append(tmp_path / f"p{i}.png")
+        Image.fromarray(np.full((4, 6, 3), 40 * i, np.uint8)).save(pool[-1])
+    pool[1].write_bytes(b"not a png")
+    written, confident, unreadable = semi.pseudo_label_pool(FixedEngine(), pool, tmp_path / "labels",
+                                                            default_palette(2), 255, range(3), threshold=0.6,
+                                                            progress=False)
+    assert (written, unreadable) == (2, [pool[1]])
+    assert confident == pytest.approx(0.5)  # sigmoid(2) = 0.88 passes 0.6, sigmoid(0.1) = 0.52 does not
+    expected = np.array([[1, 1, 1, 255, 255, 255]] * 4)
+    assert np.array_equal(read_mask(semi.pseudo_label_file(tmp_path / "labels", 0)), expected)
+    assert np.array_equal(read_mask(semi.pseudo_label_file(tmp_path / "labels", 2)), expected)
+    assert not semi.pseudo_label_file(tmp_path / "labels", 1).exists()
+
+
+def test_self_training_labels_the_pool_half_way_then_trains_on_both_and_resumes_bit_identical(nuclei_root, tmp_path):
+    from pixelwise.api import train
+    from test_resume import StopAfter, assert_same_weights, weights
+
+    pool = str(unlabelled_pool(nuclei_root, tmp_path / "pool"))
+    lines = []
+    train(nuclei_root, tmp_path / "whole", epochs=4, unlabelled=[pool], semi_method="self-training", log=lines.append,
+          **FAST)
+    assert any(line.startswith("semi-supervised (self-training): 10 labelled and 10 unlabelled images") for line in lines)
+    switch = [i for i, line in enumerate(lines) if line.startswith("self-training: the model labelled 10 pool images")]
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch")]
+    assert len(switch) == 1 and epochs[1] < switch[0] < epochs[2]  # after 2 of 4 epochs
+    assert lines[switch[0]].endswith("training goes on with 20 images")
+    assert len(list((tmp_path / "whole" / semi.PSEUDO_LABELS).glob("*.png"))) == 10
+    assert not any("unlabelled loss" in line for line in lines)  # no per-step consistency
+    with pytest.raises(KeyboardInterrupt):  # stopped after the switch: the resumed run reads the labels back
+        train(nuclei_root, tmp_path / "cut", epochs=4, unlabelled=[pool], semi_method="self-training",
+              log=StopAfter(3), **FAST)
+    train(nuclei_root, tmp_path / "cut", epochs=4, unlabelled=[pool], semi_method="self-training", resume=True,
+          log=lambda _: None, **FAST)
+    assert_same_weights(weights(tmp_path / "whole"), weights(tmp_path / "cut"))

@@ -48,6 +48,7 @@ class SegmentationDataset(Dataset):
         # resume loads the sample, which exact resume and multi-process training both rely on.
         self.seed, self.epoch = seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self._cached_below = None  # pairs from this index on (added by `extend`) are never cached
         self._decoded = decoded or {}
 
     def __len__(self) -> int:
@@ -63,11 +64,18 @@ class SegmentationDataset(Dataset):
         else:
             image, mask = read_image(image_path), read_mask(mask_path)
             check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
-        if self._cache is not None:
+        if self._cache is not None and (self._cached_below is None or index < self._cached_below):
             # uint8 masks take an eighth of the memory of int64 ones
             # (no copy of a mask the checker already keeps as uint8: the spec still holds it)
             self._cache[index] = (image, mask.astype(np.uint8, copy=False) if mask.max() < 256 else mask)
         return image, mask
+
+    def extend(self, pairs, cache: bool) -> None:
+        """Add pairs (pseudo-labelled pool images), kept decoded only if `cache` and the set already caches:
+        a large pool is read from disk each epoch instead of filling memory."""
+        if not cache and self._cached_below is None:
+            self._cached_below = len(self.pairs)
+        self.pairs.extend(pairs)
 
     def preload(self, desc: str = "checking data") -> "SegmentationDataset":
         """Read and check every pair now, so a bad mask fails before training starts, not in epoch 7."""

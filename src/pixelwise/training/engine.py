@@ -192,12 +192,17 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     if batch % ctx.world:
         raise PixelwiseError(f"--batch-size {batch} does not split over {ctx.world} processes; "
                              f"use a multiple of {ctx.world}")
+    return spec, train_set, val_set, train_loader(train_set, cfg, ctx), loss_fn, augment
+
+
+def train_loader(train_set: SegmentationDataset, cfg: TrainConfig, ctx: Dist = Dist()) -> DataLoader:
+    """Each rank's share of every epoch, in an order that is a function of (seed, epoch)."""
+    batch = min(cfg.batch_size, len(train_set))
     sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     generator = torch.Generator().manual_seed(cfg.seed)  # worker seeds
-    loader = DataLoader(train_set, batch_size=batch // ctx.world, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, generator=generator)
-    return spec, train_set, val_set, loader, loss_fn, augment
+    return DataLoader(train_set, batch_size=batch // ctx.world, sampler=sampler, drop_last=True,
+                      num_workers=cfg.workers, generator=generator)
 
 
 def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: SegmentationDataset, log: Callable[[str], None],
@@ -207,6 +212,8 @@ def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: Segmentati
     Each rank walks its own share of the pool."""
     if not cfg.unlabelled:
         return None, []
+    if cfg.semi_method not in semi.SEMI_METHODS:
+        raise PixelwiseError(f"--semi {cfg.semi_method}: choose {' or '.join(semi.SEMI_METHODS)}")
     held_out = [image for split in ("val", "test") for image, _ in spec.splits.get(split, [])]
     listed = list_unlabelled(cfg.unlabelled)  # on every rank: a missing folder stops them all alike
     # every image is hashed once, on rank 0 (screen_pool never raises); the others take its verdict
@@ -217,6 +224,10 @@ def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: Segmentati
         log(f"unreadable: {path} ({reason}); left out")
     if not pool.paths:
         raise DataError(f"--unlabelled {', '.join(cfg.unlabelled)}: no usable image ({pool.summary()})")
+    if cfg.semi_method == "self-training":
+        log(f"semi-supervised (self-training): {len(train_set)} labelled and {pool.summary()}; the model labels "
+            f"the pool once, {semi.TEACHER_SHARE:.0%} of the way through the run")
+        return None, pool.paths  # no per-step loader: the pool joins the training set
     log(f"semi-supervised: {len(train_set)} labelled and {pool.summary()}; pseudo-labels need "
         f"{semi.THRESHOLD:g} confidence")
     dataset = UnlabelledDataset(pool.paths, train_set.transform, seed=cfg.seed, ignore_index=spec.ignore_index)
@@ -283,6 +294,7 @@ class TrainState:
     last_loss: float | None = None  # the mean training loss of the last epoch
     history: list = field(default_factory=list)  # one entry per validated epoch
     rng: dict = field(default_factory=dict)  # python, numpy, torch and loader-generator states
+    pseudo_labelled: bool = False  # --semi self-training: the pool is labelled and trains beside the labels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -424,7 +436,9 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     pool_loader, pool = unlabelled_loader(cfg, spec, train_set, log, ctx)
     # the teacher that pseudo-labels: the moving average where there is one, steadier than the weights
     consistency = semi.Consistency(pool_loader, model if ema is None else ema.module, cfg.seed, ctx.rank) \
-        if pool_loader is not None else None
+        if pool_loader is not None and cfg.semi_method == "consistency" else None
+    if ckpt is not None and ckpt.get("state", {}).get("pseudo_labelled"):
+        loader = add_pseudo_labels(cfg, out, pool, train_set, ctx)  # the pool's labels are on disk already
     state = TrainState()
     if ckpt is not None:
         state = restore(ckpt, model, optimizer, loader, ema)
@@ -528,6 +542,40 @@ class Clock:
         return control
 
 
+def add_pseudo_labels(cfg: TrainConfig, out: Path, pool: list[Path], train_set: SegmentationDataset,
+                      ctx: Dist) -> DataLoader:
+    """The pool images with a mask in OUT/pseudo_labels join the training set. -> the loader over both"""
+    folder = out / semi.PSEUDO_LABELS
+    pairs = [(image, semi.pseudo_label_file(folder, i)) for i, image in enumerate(pool)
+             if semi.pseudo_label_file(folder, i).is_file()]
+    train_set.extend(pairs, cache=fits_in_memory(train_set.pairs + pairs))
+    return train_loader(train_set, cfg, ctx)
+
+
+def self_training_due(run: Run, progress: float) -> bool:
+    return bool(run.pool) and run.cfg.semi_method == "self-training" and not run.state.pseudo_labelled \
+        and progress >= semi.TEACHER_SHARE
+
+
+def pseudo_label(run: Run, log: Callable[[str], None]) -> None:
+    """Offline self-training's switch: the model as it stands labels the pool (each rank its share, as
+    `--profile accurate` predicts: inference scale and flip), then the pool trains beside the labels."""
+    start = time.time()
+    engine = TorchEngine.prepared(run.evaluated.eval(), run.device, run.dtype, run.cfg.infer_scale)
+    engine.flip = run.cfg.infer_flip
+    written, confident, unreadable = semi.pseudo_label_pool(
+        engine, run.pool, run.out / semi.PSEUDO_LABELS, run.spec.palette, run.spec.ignore_index,
+        range(run.ctx.rank, len(run.pool), run.ctx.world), semi.SELF_TRAINING_THRESHOLD, progress=run.ctx.main)
+    counts = distributed.all_reduce_sum(torch.tensor([float(written), confident * written]), run.ctx)  # all done
+    for path in unreadable:
+        log(f"unreadable: {path}; left out")
+    run.loader = add_pseudo_labels(run.cfg, run.out, run.pool, run.train_set, run.ctx)
+    run.state.pseudo_labelled = True
+    log(f"self-training: the model labelled {int(counts[0])} pool images in {time.time() - start:.0f} s "
+        f"({counts[1] / max(counts[0], 1):.0%} of pixels confident); training goes on with "
+        f"{len(run.train_set)} images")
+
+
 def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dict, bool]:
     """Score val, record the epoch in the history, tell the trackers. -> (scores, whether they beat the best
     so far)."""
@@ -591,6 +639,8 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
             break
         run.loader.sampler.set_epoch(epoch)
         run.train_set.epoch = epoch
+        if self_training_due(run, clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)(0)[0]):
+            pseudo_label(run, log)
         control = clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)
         if cfg.resolution_schedule:
             resolution = LOW_RESOLUTION if control(0)[0] < cfg.resolution_schedule else 1.0

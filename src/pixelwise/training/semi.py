@@ -1,5 +1,12 @@
-"""Learning from unlabelled images: weak-to-strong consistency with confident pseudo-labels (FixMatch,
-UniMatch), the per-step half of `pixelwise train --unlabelled`.
+"""Learning from unlabelled images (`pixelwise train --unlabelled`), two ways (`--semi`):
+
+consistency (per step): weak-to-strong consistency with confident pseudo-labels (FixMatch, UniMatch).
+self-training (offline, ST++): the first TEACHER_SHARE of the run trains on the labelled images alone;
+then the model labels the whole pool once, as `--profile accurate` would predict it, and the rest of the
+run trains on the labelled and the pseudo-labelled images together, each step as cheap as a supervised
+one.
+
+Consistency in detail:
 
 Each step the teacher (the model itself in eval mode, or its moving average under --ema) labels a
 weakly augmented view of an unlabelled batch: the crop and flip of the labelled recipe. Pixels whose top
@@ -13,8 +20,15 @@ a resumed or multi-process run draws the same views.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from pixelwise.data.io import read_image, write_label_png
+from pixelwise.data.transforms import to_tensors
+from pixelwise.errors import DataError
 
 from pixelwise.runtime import autocast, to_device
 
@@ -172,3 +186,39 @@ class Consistency:
     def epoch_stats(self) -> dict:
         steps = max(self.steps, 1)
         return {"unlabelled_loss": self.loss_sum / steps, "confident_share": self.confident_sum / steps}
+
+
+# ---------------------------------------------------------------- offline self-training
+
+SEMI_METHODS = ("consistency", "self-training")
+TEACHER_SHARE = 0.5  # self-training: the share of the run that trains on the labelled images alone
+SELF_TRAINING_THRESHOLD = 0.0  # ST++ keeps every pixel's label; a higher bar leaves the unsure ones ignored
+PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
+
+
+def pseudo_label_file(folder: Path, index: int) -> Path:
+    return folder / f"{index:06d}.png"
+
+
+@torch.no_grad()
+def pseudo_label_pool(engine, pool: list[Path], folder: Path, palette, ignore_index: int, indices,
+                      threshold: float = 0.0, progress: bool = True) -> tuple[int, float, list[Path]]:
+    """Offline self-training's labels (ST++): the teacher, as `engine` (its inference scale and flip, what
+    `--profile accurate` predicts), labels every pool image at full resolution, pixels below `threshold`
+    of confidence left as ignore; each mask goes to `folder` as a palette PNG, written atomically.
+    `indices`: this rank's share of the pool. -> (masks written, share of confident pixels, unreadable)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    written, confident, pixels, unreadable = 0, 0, 0, []
+    for index in tqdm(indices, desc="pseudo-labelling", unit="img", leave=False, disable=not progress):
+        try:
+            image = read_image(pool[index])
+        except DataError:  # streamed pools meet broken files late: skipped, listed at the end
+            unreadable.append(pool[index])
+            continue
+        probabilities = engine.logits(to_tensors(image, image[..., 0])[0][None]).float().softmax(1)[0]
+        best, labels = probabilities.max(0)
+        sure = best >= threshold
+        labels = torch.where(sure, labels, torch.full_like(labels, ignore_index)).to(torch.uint8).cpu().numpy()
+        write_label_png(pseudo_label_file(folder, index), labels, palette)
+        written, confident, pixels = written + 1, confident + int(sure.sum()), pixels + sure.numel()
+    return written, confident / max(pixels, 1), unreadable
