@@ -637,10 +637,10 @@ def train_epochs(run: Run, log: Callable[[str], None] = print) -> None:
         if clock.spent(run.ctx):
             log(f"time budget reached: stopping after epoch {epoch} ({(time.time() - clock.t0) / 60:.1f} min)")
             break
+        if self_training_due(run, clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)(0)[0]):
+            pseudo_label(run, log)  # a new loader: the epoch is set on it below
         run.loader.sampler.set_epoch(epoch)
         run.train_set.epoch = epoch
-        if self_training_due(run, clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)(0)[0]):
-            pseudo_label(run, log)
         control = clock.control(epoch, len(run.loader), cfg.epochs, run.ctx)
         if cfg.resolution_schedule:
             resolution = LOW_RESOLUTION if control(0)[0] < cfg.resolution_schedule else 1.0
