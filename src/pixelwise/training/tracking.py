@@ -14,6 +14,7 @@ dropped, and the run goes on (history.json keeps everything).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -108,7 +109,8 @@ class MLflowTracker:
     def epoch(self, record: EpochRecord) -> None:
         from mlflow.entities import Metric
 
-        self.client.log_batch(self.run_id, metrics=[Metric(name, value, 0, record.epoch)
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(name, value, now, record.epoch)
                                                     for name, value in record.metrics.items()])
         if record.improved:
             self.best_confusion = record.confusion
@@ -136,8 +138,14 @@ class Trackers:
         self.log = log
         self.active = {}
         for name in dict.fromkeys(names):  # --log given twice with one name logs once
-            self.active[name] = (TensorBoardTracker(out, config) if name == "tensorboard"
-                                 else MLflowTracker(out, config, resume))
+            try:
+                self.active[name] = (TensorBoardTracker(out, config) if name == "tensorboard"
+                                     else MLflowTracker(out, config, resume))
+            except PixelwiseError:
+                raise
+            except Exception as err:  # a store that cannot be opened: said before any training, not mid-run
+                raise PixelwiseError(f"--log {name} cannot start: {type(err).__name__}: "
+                                     f"{str(err).strip().splitlines()[0][:300]}") from None
         where = {"tensorboard": f"tensorboard --logdir {out / 'tensorboard'}",
                  "mlflow": "mlflow ui" + (f" --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}"
                                           if os.environ.get("MLFLOW_TRACKING_URI") else "")}
