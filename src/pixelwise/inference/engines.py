@@ -155,7 +155,7 @@ class OpenVinoEngine(ExportedGraph):
         self._static: OrderedDict[tuple[int, ...], object] = OrderedDict()  # input shape -> compiled, newest last
         self._seen: set[tuple[int, ...]] = set()
         self._compiles = 0
-        self._repeating = False  # inside repeating_shapes: compile at first sight
+        self._repeating = threading.local()  # depth of repeating_shapes in each thread: compile at first sight
         self._lock = threading.Lock()
         self._requests = threading.local()  # an infer request serves one call at a time: one per calling thread
 
@@ -171,7 +171,7 @@ class OpenVinoEngine(ExportedGraph):
                 return self._static[shape]
             if self._compiles >= STATIC_COMPILES:
                 return self.compiled
-            if shape not in self._seen and not self._repeating:
+            if shape not in self._seen and not getattr(self._repeating, "depth", 0):
                 self._seen.add(shape)
                 return self.compiled
             model = self._core.read_model(str(self.path))
@@ -187,11 +187,11 @@ class OpenVinoEngine(ExportedGraph):
         """Inside, a shape gets its static graph at first sight. A huge image's tiles all share one shape,
         known to repeat: running the first tile on the dynamic graph would only allocate that graph's
         buffers at tile size, held beside the static graph's until the image is done."""
-        self._repeating = True
+        self._repeating.depth = getattr(self._repeating, "depth", 0) + 1  # this thread's calls only
         try:
             yield
         finally:
-            self._repeating = False
+            self._repeating.depth -= 1
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""

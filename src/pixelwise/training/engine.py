@@ -449,8 +449,8 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         f"{'bf16 autocast' if dtype else 'fp32'}{' (depthwise convolutions fp32)' if fp32_depthwise else ''} "
         f"on {device}; "
         + (f"budget {cfg.time_budget:g} min" if cfg.time_budget else f"{cfg.epochs} epochs"))
-    trackers = tracking.Trackers(cfg.log_to, out, resolved, ckpt is not None, log) if ctx.main and cfg.log_to \
-        else None
+    trackers = tracking.Trackers(cfg.log_to, out, resolved, state.epoch if ckpt is not None else None, log) \
+        if ctx.main and cfg.log_to else None
     return Run(cfg, out, spec, model, distributed.wrap(model, ctx, device), optimizer, base_lrs, loader, loss_fn,
                train_set, val_set, device, dtype, state, ctx, skipped, ema, consistency, pool, trackers)
 
@@ -546,6 +546,7 @@ def add_pseudo_labels(cfg: TrainConfig, out: Path, pool: list[Path], train_set: 
                       ctx: Dist) -> DataLoader:
     """The pool images with a mask in OUT/pseudo_labels join the training set. -> the loader over both"""
     folder = out / semi.PSEUDO_LABELS
+    semi.check_manifest(folder, pool)  # a resumed run's pool must be the one its masks were made for
     pairs = [(image, semi.pseudo_label_file(folder, i)) for i, image in enumerate(pool)
              if semi.pseudo_label_file(folder, i).is_file()]
     train_set.extend(pairs, cache=fits_in_memory(train_set.pairs + pairs))
@@ -561,10 +562,16 @@ def pseudo_label(run: Run, log: Callable[[str], None]) -> None:
     """Offline self-training's switch: the model as it stands labels the pool (each rank its share, as
     `--profile accurate` predicts: inference scale and flip), then the pool trains beside the labels."""
     start = time.time()
-    engine = TorchEngine.prepared(run.evaluated.eval(), run.device, run.dtype, run.cfg.infer_scale)
+    run.evaluated.eval()
+    distributed.broadcast_buffers(run.evaluated, run.ctx)  # every rank labels with rank 0's statistics
+    folder = run.out / semi.PSEUDO_LABELS
+    if run.ctx.main:
+        semi.write_manifest(folder, run.pool)
+    distributed.broadcast_object(None, run.ctx)  # no rank writes a mask before the folder is fresh
+    engine = TorchEngine.prepared(run.evaluated, run.device, run.dtype, run.cfg.infer_scale)
     engine.flip = run.cfg.infer_flip
     written, confident, unreadable = semi.pseudo_label_pool(
-        engine, run.pool, run.out / semi.PSEUDO_LABELS, run.spec.palette, run.spec.ignore_index,
+        engine, run.pool, folder, run.spec.palette, run.spec.ignore_index,
         range(run.ctx.rank, len(run.pool), run.ctx.world), semi.SELF_TRAINING_THRESHOLD, progress=run.ctx.main)
     counts = distributed.all_reduce_sum(torch.tensor([float(written), confident * written]), run.ctx)  # all done
     for path in unreadable:
@@ -694,6 +701,9 @@ def fit(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module | N
         distributed.shutdown()
     if run.state.epoch == start_epoch:
         raise PixelwiseError(f"{run.out}: nothing trained (already at epoch {start_epoch} of {cfg.epochs}?)")
+    if run.pool and cfg.semi_method == "self-training" and not run.state.pseudo_labelled:
+        log(f"self-training: the run ended before the pool was labelled ({semi.TEACHER_SHARE:.0%} of the way "
+            "through): give it more epochs or minutes for the pool to teach")
     unreadable = sorted(run.consistency.unreadable) if run.consistency is not None else []
     if unreadable:
         log(f"{len(unreadable)} unlabelled image{'s' if len(unreadable) > 1 else ''} could not be read during "

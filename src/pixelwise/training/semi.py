@@ -20,15 +20,17 @@ a resumed or multi-process run draws the same views.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pixelwise.data.io import read_image, write_label_png
+from pixelwise.data.io import read_image, write_atomic, write_label_png
 from pixelwise.data.transforms import to_tensors
-from pixelwise.errors import DataError
+from pixelwise.errors import DataError, PixelwiseError
 
 from pixelwise.runtime import autocast, to_device
 
@@ -196,8 +198,28 @@ SELF_TRAINING_THRESHOLD = 0.0  # ST++ keeps every pixel's label; a higher bar le
 PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
 
 
+MANIFEST = "pool.json"  # beside the masks: the pool they were made for, in order
+
+
 def pseudo_label_file(folder: Path, index: int) -> Path:
     return folder / f"{index:06d}.png"
+
+
+def write_manifest(folder: Path, pool: list[Path]) -> None:
+    """A fresh folder for the pool's masks, naming the pool: masks are found by an image's place in it."""
+    shutil.rmtree(folder, ignore_errors=True)  # masks of an earlier run in OUT are not this pool's
+    folder.mkdir(parents=True)
+    write_atomic(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps([str(p) for p in pool], indent=0)))
+
+
+def check_manifest(folder: Path, pool: list[Path]) -> None:
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise PixelwiseError(f"{folder}: the pool's pseudo-labels are missing; they are part of the run (copy them "
+                             "with last.pt), or start the run again")
+    if json.loads(manifest.read_text()) != [str(p) for p in pool]:
+        raise PixelwiseError(f"{manifest}: the masks were made for another pool than --unlabelled gives now (images "
+                             "added, removed or renamed); resume with the same folders, or start the run again")
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ dropped, and the run goes on (history.json keeps everything).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +49,14 @@ def epoch_metrics(record: dict, scores: dict) -> dict[str, float]:
              "unlabelled_loss": "train/unlabelled_loss", "confident_share": "train/confident_share",
              "val_mean_iou": "val/mean_iou", "val_pixel_accuracy": "val/pixel_accuracy"}
     metrics = {names[k]: float(v) for k, v in record.items() if k in names and v is not None}
-    metrics |= {f"val/iou/{name}": float(v) for name, v in scores.get("per_class_iou", {}).items()
+    metrics |= {f"val/iou/{metric_name(name)}": float(v) for name, v in scores.get("per_class_iou", {}).items()
                 if v is not None and np.isfinite(v)}  # a class absent from val has no IoU: no point at all
     return metrics
+
+
+def metric_name(class_name: str) -> str:
+    """A class name as a metric name MLflow accepts (letters, digits, _ - . / : and spaces)."""
+    return re.sub(r"[^\w.\- :/]", "_", class_name)
 
 
 def overlay_grid(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], palette: np.ndarray,
@@ -68,11 +75,15 @@ def overlay_grid(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], palette
 
 
 class TensorBoardTracker:
-    def __init__(self, out: Path, config: dict):
+    def __init__(self, out: Path, config: dict, resume_epoch: int | None):
         import_optional("tensorboard", "tensorboard", "--log tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(out / "tensorboard"))
+        folder = out / "tensorboard"
+        if resume_epoch is None:  # a new run in OUT: an older run's curves would mix with its own
+            shutil.rmtree(folder, ignore_errors=True)
+        # resumed: points after the last saved epoch were logged by the killed run and come again
+        self.writer = SummaryWriter(str(folder), purge_step=None if resume_epoch is None else resume_epoch + 1)
         self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()), 0)
 
     def epoch(self, record: EpochRecord) -> None:
@@ -101,6 +112,8 @@ class MLflowTracker:
             client.update_run(self.run_id, status="RUNNING")
             return
         experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":  # runs cannot start in the bin
+            client.restore_experiment(experiment.experiment_id)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(MLFLOW_EXPERIMENT)
         self.run_id = client.create_run(experiment_id, run_name=out.name).info.run_id
         saved.write_text(self.run_id)
@@ -131,7 +144,8 @@ class MLflowTracker:
 class Trackers:
     """The trackers a run asked for, on rank 0; each is dropped, with a message, the first time it fails."""
 
-    def __init__(self, names, out: Path, config: dict, resume: bool, log: Callable[[str], None] = print):
+    def __init__(self, names, out: Path, config: dict, resume_epoch: int | None, log: Callable[[str], None] = print):
+        """`resume_epoch`: the epoch a resumed run continues after, None for a new run."""
         unknown = [name for name in names if name not in TRACKERS]
         if unknown:
             raise PixelwiseError(f"--log {unknown[0]}: choose from {', '.join(TRACKERS)}")
@@ -139,8 +153,8 @@ class Trackers:
         self.active = {}
         for name in dict.fromkeys(names):  # --log given twice with one name logs once
             try:
-                self.active[name] = (TensorBoardTracker(out, config) if name == "tensorboard"
-                                     else MLflowTracker(out, config, resume))
+                self.active[name] = (TensorBoardTracker(out, config, resume_epoch) if name == "tensorboard"
+                                     else MLflowTracker(out, config, resume_epoch is not None))
             except PixelwiseError:
                 raise
             except Exception as err:  # a store that cannot be opened: said before any training, not mid-run

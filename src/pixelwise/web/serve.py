@@ -48,6 +48,7 @@ from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.tiling import class_argmax
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DRAIN_MARGIN_S = 10.0  # on SIGTERM, beyond --timeout: reading a request's body and encoding its answer
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds, Prometheus-style
 
 
@@ -298,6 +299,7 @@ def create_app(predictor, limits: Limits = Limits(), token: str | None = None, d
             return PlainTextResponse(f"unknown format {kind!r}; use png, json or overlay\n", status_code=400)
         if not service.admit():
             return busy()
+        handed_over = False  # once a worker thread has the request, its place is given back when it finishes
         try:
             try:
                 body = await read_body(request, int(limits.max_body_mb * 2**20))
@@ -310,10 +312,14 @@ def create_app(predictor, limits: Limits = Limits(), token: str | None = None, d
                 return image
             if not image[0]:
                 return PlainTextResponse("empty body: send the image's bytes\n", status_code=400)
-            return await asyncio.get_running_loop().run_in_executor(service.executor, service.predict, image[0],
-                                                                    image[1], kind)
+            work = asyncio.get_running_loop().run_in_executor(service.executor, service.predict, image[0], image[1],
+                                                              kind)
+            work.add_done_callback(lambda _: service.leave())  # not when a cancelled coroutine stops waiting
+            handed_over = True
+            return await work
         finally:
-            service.leave()
+            if not handed_over:
+                service.leave()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -357,7 +363,8 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, pro
         f"(POST /predict with an image; GET /metadata, /metrics)")
     # uvicorn drains on SIGTERM, then raises it again for the handler it replaced: this one ends with status 0
     signal.signal(signal.SIGTERM, lambda *_: None)
+    # a request in flight may still be uploading, then waits up to timeout_s for the model, then is encoded
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                  timeout_graceful_shutdown=limits.timeout_s)).run()
+                                  timeout_graceful_shutdown=limits.timeout_s + DRAIN_MARGIN_S)).run()
     log("stopped: every request in flight was answered")
 
