@@ -31,6 +31,11 @@ def test_epoch_metrics_flatten_history_and_per_class_iou_and_drop_absent_classes
         "val/pixel_accuracy": 0.75, "val/iou/road": 0.5, "val/iou/sky": 0.0}
 
 
+def test_class_names_become_metric_names_mlflow_accepts():
+    assert tracking.metric_name("car (parked), red") == "car _parked__ red"
+    assert tracking.metric_name("sign/symbol") == "sign/symbol"
+
+
 def test_overlay_grid_puts_prediction_left_of_truth_and_leaves_ignored_pixels_as_the_image():
     palette = default_palette(2)
     image = np.full((tracking.GRID_ROW_HEIGHT, 4, 3), 100, np.uint8)
@@ -48,7 +53,7 @@ def test_overlay_grid_puts_prediction_left_of_truth_and_leaves_ignored_pixels_as
 
 def test_an_unknown_or_missing_tracker_is_refused_with_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(PixelwiseError, match="--log wandb: choose from tensorboard, mlflow"):
-        tracking.Trackers(["wandb"], tmp_path, {}, resume=False)
+        tracking.Trackers(["wandb"], tmp_path, {}, resume_epoch=None)
     import builtins
     real_import = builtins.__import__
 
@@ -60,7 +65,7 @@ def test_an_unknown_or_missing_tracker_is_refused_with_how_to_install(tmp_path, 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     monkeypatch.delitem(__import__("sys").modules, "tensorboard", raising=False)
     with pytest.raises(PixelwiseError, match=r"pip install 'pixelwise\[tensorboard\]'"):
-        tracking.Trackers(["tensorboard"], tmp_path, {}, resume=False)
+        tracking.Trackers(["tensorboard"], tmp_path, {}, resume_epoch=None)
 
 
 def test_a_tracker_that_fails_is_dropped_with_a_message_and_training_goes_on(folder_dataset, tmp_path, monkeypatch):
