@@ -1,5 +1,6 @@
 """`train --log tensorboard|mlflow`: what reaches each tracker equals history.json, and tracking never costs a run."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,7 +102,8 @@ def test_tensorboard_and_mlflow_receive_what_history_json_records(folder_dataset
     tags = events.Tags()
     assert {"val/iou/background", "train/lr"} <= set(tags["scalars"])
     image = events.Images("val/prediction_vs_truth")[-1]
-    assert image.height == 2 * tracking.GRID_ROW_HEIGHT  # the folder dataset's 2 val images, a row each
+    validated = int(re.search(r"validating on (\d+)", "\n".join(lines)).group(1))
+    assert image.height == min(engine.OVERLAY_IMAGES, validated) * tracking.GRID_ROW_HEIGHT  # a row an image
 
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run((out / tracking.MLFLOW_RUN_FILE).read_text())
