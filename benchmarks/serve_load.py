@@ -180,6 +180,9 @@ def main() -> None:
     parser.add_argument("--profile", default="accurate", choices=("accurate", "fast"))
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--batch-size", type=int, help="the server's --batch-size (default: its own)")
+    parser.add_argument("--warmup", type=int, help="requests sent at the largest client count before memory is "
+                        "first read, so that every thread and compiled graph the load needs exists "
+                        "(default: 4 a client, at least 32)")
     parser.add_argument("--no-faults", dest="faults", action="store_false")
     args = parser.parse_args()
     sources = sorted((Path(args.data) / "val").glob("*.png"))[: args.images]
@@ -198,12 +201,17 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_ready(port)
-            post(port, images[0][0])  # first call picks kernels
+            # every request thread and compiled graph the load needs, before memory is first read: what grows
+            # after that is what the requests leave behind
+            load_level(port, images, max(args.clients), args.warmup or max(32, 4 * max(args.clients)))
             before = rss_mb(server.pid)
             levels = []
             for clients in args.clients:
+                level_before = rss_mb(server.pid)
                 levels.append({**load_level(port, images, clients, args.requests),
                                "server_rss_mb": round(rss_mb(server.pid), 1)})
+                levels[-1]["rss_growth_percent"] = round(100 * (levels[-1]["server_rss_mb"] - level_before)
+                                                         / level_before, 2)
                 print(json.dumps(levels[-1]), flush=True)
             after = rss_mb(server.pid)
             burst = overload(port, images)
