@@ -41,3 +41,23 @@ def faults() -> str:
     fuzzed = ", ".join(f"{n:,} × {code}" for code, n in data["fuzzed_status_counts"].items())
     after = "the right mask" if data["good_request_after"] else "a wrong answer"
     return f"a 1 GB body got {data['one_gb_body_status']}, the fuzzed bodies {fuzzed}, and the next good request {after}"
+
+
+WARM_RUNS = ("serve_load_1client",)  # one level each, memory read after a warm-up
+
+
+def after_warmup() -> str:
+    rows, names = [], []
+    for name in WARM_RUNS:
+        data = results(name)
+        names.append(name)
+        level = data["levels"][0]
+        target = 1.5 * data["model_latency_ms"] + 10
+        rows.append([level["clients"], f"{level['requests']:,}", f"{level['answers_per_s']:.2f}",
+                     f"{level['p50_ms']:.0f}", f"{level['p95_ms']:.0f}", f"{level['p99_ms']:.0f}",
+                     f"{target:.0f}" if level["clients"] == 1 else "–",
+                     f"{data['server_rss_mb_before']:.0f} → {data['server_rss_mb_after']:.0f} "
+                     f"({data['rss_growth_percent']:+.1f}%)", level["wrong_masks"]])
+    return table(["clients", "requests", "answers/s", "p50 ms", "p95 ms", "p99 ms",
+                  "p99 target (1.5 × model + 10 ms)", "server RSS MB, warm → after", "masks unlike `predict`'s"],
+                 rows) + "\n\n" + source(*names)
