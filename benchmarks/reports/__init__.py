@@ -5,6 +5,7 @@ code it was measured, and ends its table with `source`, the line that says so.""
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -40,6 +41,12 @@ def source(*names: str) -> str:
         data = results(name)
         parts.append(f"`benchmarks/results/{name}.json` ({machine(data)}; {data['date']}; commit {data['commit']})")
     return "<sub>From " + "; ".join(parts) + ".</sub>"
+
+
+def rounded(value, places: int) -> str:
+    """`value` rounded half up to `places` decimals from its shortest decimal form, as a reader rounds the
+    digits the file shows (0.6395 -> 0.640, where float formatting gives 0.639)."""
+    return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def table(header: list[str], rows: list[list]) -> str:

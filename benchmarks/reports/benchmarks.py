@@ -4,14 +4,9 @@ Numbers round half up from the files' own digits (0.4125 -> 0.413), so a mean of
 reader would round it; prose writes a minus as U+2212, tables as the hyphen they always had."""
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from reports import results, source, table
-
-
-def _r(value, places: int) -> str:
-    """`value` rounded half up to `places` decimals, from its shortest decimal form."""
-    return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+from reports import results, rounded, source, table
 
 
 def _mean(values) -> Decimal:
@@ -21,12 +16,12 @@ def _mean(values) -> Decimal:
 
 def _signed(value, places: int = 1) -> str:
     """+1.3 / −0.3 for prose."""
-    text = _r(value, places)
+    text = rounded(value, places)
     return text.replace("-", "−") if text.startswith("-") else "+" + text
 
 
 def _pct(share, places: int = 0) -> str:
-    return _r(Decimal(str(share)) * 100, places) + "%"
+    return rounded(Decimal(str(share)) * 100, places) + "%"
 
 
 # ---------------------------------------------------------------------------------------------- CamVid, 45 minutes
@@ -40,29 +35,29 @@ def camvid() -> str:
     run = data["pixelwise"]
     label = (f"pixelwise FCN-8s / EfficientNet-Lite0, `--strategy auto` (the default; resolves to "
              f"{run['strategy']})")
-    row = [label, run["epochs"], _r(run["val_mean_iou"], 3),
-           *(_r(run["per_class_iou"][key], 2) for key in CLASSES.values())]
+    row = [label, run["epochs"], rounded(run["val_mean_iou"], 3),
+           *(rounded(run["per_class_iou"][key], 2) for key in CLASSES.values())]
     header = ["model", f"epochs in {data['minutes']:.0f} min", "CamVid val mean IoU", *CLASSES]
     return table(header, [row]) + "\n\n" + source("camvid_auto_45min")
 
 
 def camvid_fp32() -> str:
-    return _r(results("camvid_auto_45min")["pixelwise"]["val_mean_iou_fp32_inference"], 3)
+    return rounded(results("camvid_auto_45min")["pixelwise"]["val_mean_iou_fp32_inference"], 3)
 
 
 # The 35-minute runs behind the speed table: pixelwise's checkpoint and the smp peer's, same loop and recipe.
 def quality_pixelwise() -> str:
-    return _r(_quality("pixelwise accurate"), 3)
+    return rounded(_quality("pixelwise accurate"), 3)
 
 
 def quality_peer() -> str:
-    return _r(results("camvid_peer_35min")["peer"]["val_mean_iou"], 3)
+    return rounded(results("camvid_peer_35min")["peer"]["val_mean_iou"], 3)
 
 
 def quality_lead() -> str:
     lead = (Decimal(str(_quality("pixelwise accurate"))) -
             Decimal(str(results("camvid_peer_35min")["peer"]["val_mean_iou"]))) * 100
-    return _r(lead, 1) + " points"
+    return rounded(lead, 1) + " points"
 
 
 def _quality(label: str) -> float:
@@ -113,18 +108,18 @@ def _base() -> Decimal:
 
 
 def heldout_screen() -> str:
-    reference = Decimal(_r(_heldout_mean(_config(SCREEN, "fcn8s")), 3))
+    reference = Decimal(rounded(_heldout_mean(_config(SCREEN, "fcn8s")), 3))
     rows = [_heldout_row(key, _config(name, key), label, reference) for name, key, label in HELDOUT_ROWS]
     flips = results(LEVERS2)["flip_tta"]["runs"]
     flip = [next(run["flip"] for key, run in flips.items() if key.startswith(FLIP_RUN.format(drive=drive)))
             for drive in DRIVES]
     rows.append(["  + flip TTA at prediction (`--infer-flip`; same weights, scored again)",
-                 *(_r(value, 3) for value in flip), _mean_cell(_mean(flip), reference), "—", "—"])
+                 *(rounded(value, 3) for value in flip), _mean_cell(_mean(flip), reference), "—", "—"])
     lite2 = _runs(_config(LEVERS2, "lite2"))
     schedule = [run["train_images_per_s"] for run in _config(LEVERS2, "resolution_schedule")["runs"]]
     notes = (f"¹ That run shared the CPU with about a minute of unit tests, so it trained fewer steps than it would "
-             f"have (Lite2 there: {_r(lite2['0006R0']['train_images_per_s'], 1)} img/s against "
-             f"{_r(lite2['0001TP']['train_images_per_s'], 1)} on the other drive, undisturbed). ² The file's "
+             f"have (Lite2 there: {rounded(lite2['0006R0']['train_images_per_s'], 1)} img/s against "
+             f"{rounded(lite2['0001TP']['train_images_per_s'], 1)} on the other drive, undisturbed). ² The file's "
              f"{_span(schedule, 0)} img/s mixes in the half-resolution epochs, which run faster; "
              f"the full-resolution epochs alone are not recorded.")
     header = ["recipe", "held out 0006R0", "held out 0001TP", "held-out mean", "val (in-distribution)",
@@ -134,28 +129,28 @@ def heldout_screen() -> str:
 
 def _heldout_row(key: str, config: dict, label: str, reference: Decimal) -> list:
     runs = _runs(config)
-    cells = [_r(runs[drive]["heldout_mean_iou"], 3) + (" ¹" if (key, drive) in DISTURBED else "")
+    cells = [rounded(runs[drive]["heldout_mean_iou"], 3) + (" ¹" if (key, drive) in DISTURBED else "")
              if drive in runs else "not run" for drive in DRIVES]
     cells.append(_mean_cell(_heldout_mean(config), reference) if len(runs) == len(DRIVES) else "—")
-    cells.append(_r(_mean(run["val_mean_iou"] for run in runs.values()), 3))
+    cells.append(rounded(_mean(run["val_mean_iou"] for run in runs.values()), 3))
     steady = [run["train_images_per_s"] for drive, run in runs.items() if (key, drive) not in DISTURBED]
-    cells.append("— ²" if key in MIXED_SPEED else _r(_mean(steady), 1))
+    cells.append("— ²" if key in MIXED_SPEED else rounded(_mean(steady), 1))
     return [label, *cells]
 
 
 def _mean_cell(mean: Decimal, reference: Decimal) -> str:
     """**0.437** (+1.9): the mean as shown, and its difference in points from the default's mean as shown."""
-    shown = Decimal(_r(mean, 3))
-    delta = _r((shown - reference) * 100, 1)
+    shown = Decimal(rounded(mean, 3))
+    delta = rounded((shown - reference) * 100, 1)
     return f"**{shown}** ({delta if delta.startswith('-') else '+' + delta})"
 
 
 def _seed1(key: str, seed0: Decimal) -> str:
     config = results(SCREEN)["seed1"][key]
     runs = _runs(config)
-    mean = Decimal(_r(_heldout_mean(config), 3))
-    return (f"{_r(runs['0006R0']['heldout_mean_iou'], 3)} and {_r(runs['0001TP']['heldout_mean_iou'], 3)} "
-            f"(mean {mean}, {_signed((mean - Decimal(_r(seed0, 3))) * 100)}")
+    mean = Decimal(rounded(_heldout_mean(config), 3))
+    return (f"{rounded(runs['0006R0']['heldout_mean_iou'], 3)} and {rounded(runs['0001TP']['heldout_mean_iou'], 3)} "
+            f"(mean {mean}, {_signed((mean - Decimal(rounded(seed0, 3))) * 100)}")
 
 
 def seed1_fcn8s() -> str:
@@ -170,14 +165,14 @@ def both_seeds() -> str:
     data = results(SCREEN)
     means = [_mean(run["heldout_mean_iou"] for seed in ("configs", "seed1") for run in data[seed][key]["runs"])
              for key in ("fcn8s", "context_scale1")]
-    return f"{_r(means[0], 3)} and {_r(means[1], 3)}"
+    return f"{rounded(means[0], 3)} and {rounded(means[1], 3)}"
 
 
 def val_gap() -> str:
     """How far in-distribution val sits above the held-out mean, over the rows that have both."""
     gaps = [(_mean(run["val_mean_iou"] for run in config["runs"]) - _heldout_mean(config)) * 100
             for name, key, _ in HELDOUT_ROWS for config in [_config(name, key)] if len(config["runs"]) == len(DRIVES)]
-    return f"{_r(min(gaps), 0)}–{_r(max(gaps), 0)} points"
+    return f"{rounded(min(gaps), 0)}–{rounded(max(gaps), 0)} points"
 
 
 def _lever(name: str, key: str) -> Decimal:
@@ -218,7 +213,7 @@ def lever_full() -> str:
 def lovasz_cost() -> str:
     base = _mean(run["train_images_per_s"] for run in _config(SCREEN, "context_scale1")["runs"])
     lovasz = _mean(run["train_images_per_s"] for run in _config(LEVERS2, "ce_lovasz")["runs"])
-    return _r(base / lovasz, 1) + "×"
+    return rounded(base / lovasz, 1) + "×"
 
 
 def lovasz_epochs() -> str:
@@ -234,7 +229,7 @@ def flip_gain() -> str:
 
 
 def weights_fall() -> str:
-    return _r(-_lever(LEVERS, "noweights"), 1) + " points"
+    return rounded(-_lever(LEVERS, "noweights"), 1) + " points"
 
 
 def _pole(key: str, name: str, measure: str) -> float:
@@ -242,16 +237,16 @@ def _pole(key: str, name: str, measure: str) -> float:
 
 
 def pole_precision() -> str:
-    return (f"{_r(_pole('context_scale1', SCREEN, 'precision'), 2)} weighted against "
-            f"{_r(_pole('noweights', LEVERS, 'precision'), 2)} unweighted")
+    return (f"{rounded(_pole('context_scale1', SCREEN, 'precision'), 2)} weighted against "
+            f"{rounded(_pole('noweights', LEVERS, 'precision'), 2)} unweighted")
 
 
 def pole_recall() -> str:
-    return f"{_r(_pole('context_scale1', SCREEN, 'recall'), 2)} against {_r(_pole('noweights', LEVERS, 'recall'), 2)}"
+    return f"{rounded(_pole('context_scale1', SCREEN, 'recall'), 2)} against {rounded(_pole('noweights', LEVERS, 'recall'), 2)}"
 
 
 def pole_iou() -> str:
-    return f"{_r(_pole('noweights', LEVERS, 'iou'), 2)} to {_r(_pole('context_scale1', SCREEN, 'iou'), 2)}"
+    return f"{rounded(_pole('noweights', LEVERS, 'iou'), 2)} to {rounded(_pole('context_scale1', SCREEN, 'iou'), 2)}"
 
 
 # ---------------------------------------------------------------------------------------------- accurate_vs_peer
@@ -263,14 +258,14 @@ PEER_BF16, PEER_ORT = "smp Unet mobilenet_v2 bf16-cl", "smp Unet mobilenet_v2 on
 
 
 def _ms(name: str, key: str, places: int = 1) -> str:
-    return _r(results(name)["median_ms"][key], places) + " ms"
+    return rounded(results(name)["median_ms"][key], places) + " ms"
 
 
 def _ratios(name: str, *keys: str) -> str:
     """Each latency over the best peer's (the file's own ratios are rounded to 3 digits first)."""
     median = {key: Decimal(str(ms)) for key, ms in results(name)["median_ms"].items()}
     peer = median[results(name)["best_peer"]]
-    ratios = [_r(median[key] / peer, 2) for key in keys]
+    ratios = [rounded(median[key] / peer, 2) for key in keys]
     return ", ".join(ratios[:-1]) + " and " + ratios[-1]
 
 
@@ -331,7 +326,7 @@ def _engine(profile: str, engine: str, precision: str) -> dict:
 
 
 def _span(values, places: int, unit: str = "") -> str:
-    low, high = _r(min(values), places), _r(max(values), places)
+    low, high = rounded(min(values), places), rounded(max(values), places)
     return (low if low == high else f"{low}–{high}") + unit
 
 
@@ -347,19 +342,19 @@ def speed_table() -> str:
     lraspp = _cell("torchvision lraspp_mobilenet_v3_large", "onnxruntime-fp32")
     per_s = [1000 / ms for ms in accurate_ms], [1000 / ms for ms in peer_ms]
     rows = [
-        ["`--profile accurate` (default; scale 1.75)", "OpenVINO, fp32", f"**{_r(_quality('pixelwise accurate'), 3)}**",
+        ["`--profile accurate` (default; scale 1.75)", "OpenVINO, fp32", f"**{rounded(_quality('pixelwise accurate'), 3)}**",
          _span(accurate_ms, 0, " ms"), _span(per_s[0], 0)],
-        ["`--profile fast` (scale 1)", "OpenVINO, bf16", _r(_quality("pixelwise fast"), 3),
-         f"**{_r(fast['median_ms'], 1)} ms**", f"**{_r(fast['images_per_s'], 0)}**"],
+        ["`--profile fast` (scale 1)", "OpenVINO, bf16", rounded(_quality("pixelwise fast"), 3),
+         f"**{rounded(fast['median_ms'], 1)} ms**", f"**{rounded(fast['images_per_s'], 0)}**"],
         ["`--profile accurate --engine torch` (no ONNX engine installed)", "PyTorch, fp16 + channels_last",
-         _r(_engine("accurate", "torch", "fp16")["mean_iou"], 3), f"{_r(torch['median_ms'], 1)} ms",
-         _r(torch["images_per_s"], 1)],
+         rounded(_engine("accurate", "torch", "fp16")["mean_iou"], 3), f"{rounded(torch['median_ms'], 1)} ms",
+         rounded(torch["images_per_s"], 1)],
         [f"peer: smp Unet/MobileNetV2, same recipe and {results('camvid_peer_35min')['minutes']:.0f} min",
          "PyTorch, bf16 + channels_last",
-         f"{_r(peer['val_mean_iou'], 3)} ({_r(peer['val_mean_iou_at_scale_1'], 3)} at scale 1)",
+         f"{rounded(peer['val_mean_iou'], 3)} ({rounded(peer['val_mean_iou_at_scale_1'], 3)} at scale 1)",
          _span(peer_ms, 0, " ms"), _span(per_s[1], 0)],
         ["peer: torchvision LR-ASPP/MobileNetV3 (fastest peer)", "ONNX Runtime fp32", "not trained",
-         f"{_r(lraspp['median_ms'], 1)} ms", _r(lraspp["images_per_s"], 0)],
+         f"{rounded(lraspp['median_ms'], 1)} ms", rounded(lraspp["images_per_s"], 0)],
     ]
     header = ["", "engine (`auto` here)", "CamVid val mean IoU", "latency", "images/s"]
     return table(header, rows) + "\n\n" + source("speed", "accurate_vs_peer", "engines", "camvid_peer_35min")
@@ -370,49 +365,49 @@ def _target(key: str) -> dict:
 
 
 def fast_vs_lraspp() -> str:
-    return _r(_target("fast_vs_lraspp")["ratio"], 2) + "×"
+    return rounded(_target("fast_vs_lraspp")["ratio"], 2) + "×"
 
 
 def lraspp_ms() -> str:
-    return _r(_target("fast_vs_lraspp")["torchvision lraspp_mobilenet_v3_large"]["median_ms"], 1) + " ms"
+    return rounded(_target("fast_vs_lraspp")["torchvision lraspp_mobilenet_v3_large"]["median_ms"], 1) + " ms"
 
 
 def fast_lead() -> str:
     lead = (Decimal(str(_quality("pixelwise fast"))) -
             Decimal(str(results("camvid_peer_35min")["peer"]["val_mean_iou"]))) * 100
-    return _r(lead, 1) + " points"
+    return rounded(lead, 1) + " points"
 
 
 def fast_vs_peer_iou() -> str:
-    return f"{_r(_quality('pixelwise fast'), 3)} against {quality_peer()}"
+    return f"{rounded(_quality('pixelwise fast'), 3)} against {quality_peer()}"
 
 
 def accurate_vs_peer_ratio() -> str:
-    return _r(results("accurate_vs_peer")["ratio_to_best_peer"], 2) + "×"
+    return rounded(results("accurate_vs_peer")["ratio_to_best_peer"], 2) + "×"
 
 
 def accurate_vs_peer_ms() -> str:
     median = results("accurate_vs_peer")["median_ms"]
-    return f"{_r(median['pixelwise accurate (openvino)'], 1)} against {_r(median[PEER_BF16], 1)} ms"
+    return f"{rounded(median['pixelwise accurate (openvino)'], 1)} against {rounded(median[PEER_BF16], 1)} ms"
 
 
 def accurate_vs_peer_cells_ratio() -> str:
-    return _r(_target("accurate_vs_smp_unet_mobilenet_v2")["ratio"], 2) + "×"
+    return rounded(_target("accurate_vs_smp_unet_mobilenet_v2")["ratio"], 2) + "×"
 
 
 def accurate_vs_peer_cells_ms() -> str:
     target = _target("accurate_vs_smp_unet_mobilenet_v2")
-    return (f"{_r(target['pixelwise accurate']['median_ms'], 1)} against "
-            f"{_r(target['smp Unet mobilenet_v2']['median_ms'], 1)} ms")
+    return (f"{rounded(target['pixelwise accurate']['median_ms'], 1)} against "
+            f"{rounded(target['smp Unet mobilenet_v2']['median_ms'], 1)} ms")
 
 
 def accurate_bf16_ms() -> str:
-    return _r(_cell("pixelwise accurate", "openvino-bf16")["median_ms"], 1) + " ms"
+    return rounded(_cell("pixelwise accurate", "openvino-bf16")["median_ms"], 1) + " ms"
 
 
 def accurate_bf16_vs_peer() -> str:
     bf16 = Decimal(str(_cell("pixelwise accurate", "openvino-bf16")["median_ms"]))
-    return _r(bf16 / Decimal(str(_cell("smp Unet mobilenet_v2", "bf16-cl")["median_ms"])), 2) + "×"
+    return rounded(bf16 / Decimal(str(_cell("smp Unet mobilenet_v2", "bf16-cl")["median_ms"])), 2) + "×"
 
 
 def accurate_bf16_flips() -> str:
@@ -426,27 +421,27 @@ def _speedup(profile: str) -> dict:
 
 
 def openvino_speedup_accurate() -> str:
-    return _r(_speedup("accurate")["speedup"], 1) + "×"
+    return rounded(_speedup("accurate")["speedup"], 1) + "×"
 
 
 def openvino_ms_accurate() -> str:
     speedup = _speedup("accurate")
-    return f"{_r(speedup['engine_ms'], 0)} against {_r(speedup['torch_fp32_ms'], 0)} ms"
+    return f"{rounded(speedup['engine_ms'], 0)} against {rounded(speedup['torch_fp32_ms'], 0)} ms"
 
 
 def openvino_speedup_fast() -> str:
-    return _r(_speedup("fast")["speedup"], 1) + "×"
+    return rounded(_speedup("fast")["speedup"], 1) + "×"
 
 
 def openvino_ms_fast() -> str:
     speedup = _speedup("fast")
-    return f"{_r(speedup['engine_ms'], 1)} against {_r(speedup['torch_fp32_ms'], 1)} ms"
+    return f"{rounded(speedup['engine_ms'], 1)} against {rounded(speedup['torch_fp32_ms'], 1)} ms"
 
 
 def onnxruntime_speedups() -> str:
     ratios = [Decimal(str(_cell(f"pixelwise {p}", "fp32")["median_ms"])) /
               Decimal(str(_cell(f"pixelwise {p}", "onnxruntime-fp32")["median_ms"])) for p in ("accurate", "fast")]
-    return f"{_r(ratios[0], 1)}× and {_r(ratios[1], 1)}×"
+    return f"{rounded(ratios[0], 1)}× and {rounded(ratios[1], 1)}×"
 
 
 def _defaults(profile: str) -> list[dict]:
@@ -471,7 +466,7 @@ def torch_fp16_delta() -> str:
 
 def torch_fp16_speed() -> str:
     fp16, fp32 = _engine("accurate", "torch", "fp16"), _engine("accurate", "torch", "fp32")
-    return f"{_r(fp16['images_per_s'], 2)} against {_r(fp32['images_per_s'], 2)} images/s"
+    return f"{rounded(fp16['images_per_s'], 2)} against {rounded(fp32['images_per_s'], 2)} images/s"
 
 
 def openvino_fp32_agreement() -> str:
@@ -504,11 +499,11 @@ def fast_bf16_speedup() -> str:
     """bf16 against fp32 at `fast`, in the engines run: OpenVINO's, then PyTorch's."""
     ratios = [Decimal(str(_engine("fast", engine, "bf16")["images_per_s"])) /
               Decimal(str(_engine("fast", engine, "fp32")["images_per_s"])) for engine in ("openvino", "torch")]
-    return f"{_r(ratios[0], 1)}× (OpenVINO) to {_r(ratios[1], 1)}× (PyTorch)"
+    return f"{rounded(ratios[0], 1)}× (OpenVINO) to {rounded(ratios[1], 1)}× (PyTorch)"
 
 
 def fast_bf16_delta() -> str:
-    return _r(max(abs(row["delta_points"]) for row in _bf16_rows() if row["profile"] == "fast"), 2) + " points"
+    return rounded(max(abs(row["delta_points"]) for row in _bf16_rows() if row["profile"] == "fast"), 2) + " points"
 
 
 def _int8(profile: str) -> list[dict]:
@@ -554,7 +549,7 @@ def bf16_peak() -> str:
 
 
 def bandwidth() -> str:
-    return _r(results("speed")["bandwidth_gbs"], 1) + " GB/s"
+    return rounded(results("speed")["bandwidth_gbs"], 1) + " GB/s"
 
 
 def _by_batch() -> list[dict]:
@@ -569,7 +564,7 @@ def cheapest_batch_gain() -> str:
     rows = _by_batch()
     one = next(row for row in rows if row["batch"] == 1)["ms_per_image"]
     best = min(row["ms_per_image"] for row in rows)
-    return _r(Decimal(str(one)) / Decimal(str(best)), 2) + "×"
+    return rounded(Decimal(str(one)) / Decimal(str(best)), 2) + "×"
 
 
 def _per_megapixel(size: str) -> Decimal:
@@ -592,23 +587,23 @@ def _folder(key: str):
 
 
 def folder_fast() -> str:
-    return _r(_folder("pixelwise_fast_no_overlay_images_per_s"), 1) + " images/s"
+    return rounded(_folder("pixelwise_fast_no_overlay_images_per_s"), 1) + " images/s"
 
 
 def folder_fast_vs_loop() -> str:
-    return _r(_folder("targets")["fast_no_overlay_vs_smp_loop"], 1) + "×"
+    return rounded(_folder("targets")["fast_no_overlay_vs_smp_loop"], 1) + "×"
 
 
 def folder_loop() -> str:
-    return _r(_folder("smp_loop_images_per_s"), 1) + " images/s"
+    return rounded(_folder("smp_loop_images_per_s"), 1) + " images/s"
 
 
 def folder_model() -> str:
-    return _r(_folder("pure_model_latency_images_per_s"), 1) + " images/s"
+    return rounded(_folder("pure_model_latency_images_per_s"), 1) + " images/s"
 
 
 def folder_model_streams() -> str:
-    return _r(_folder("pure_model_streams_images_per_s"), 1)
+    return rounded(_folder("pure_model_streams_images_per_s"), 1)
 
 
 def folder_share() -> str:
@@ -616,19 +611,19 @@ def folder_share() -> str:
 
 
 def folder_command() -> str:
-    return _r(_folder("pixelwise_fast_no_overlay_command_images_per_s"), 1) + " images/s"
+    return rounded(_folder("pixelwise_fast_no_overlay_command_images_per_s"), 1) + " images/s"
 
 
 def fast_iou() -> str:
-    return _r(_quality("pixelwise fast"), 3)
+    return rounded(_quality("pixelwise fast"), 3)
 
 
 def folder_overlay() -> str:
-    return _r(_folder("pixelwise_fast_images_per_s"), 1) + " images/s"
+    return rounded(_folder("pixelwise_fast_images_per_s"), 1) + " images/s"
 
 
 def folder_overlay_vs_loop() -> str:
-    return _r(_folder("targets")["fast_vs_smp_loop"], 1) + "×"
+    return rounded(_folder("targets")["fast_vs_smp_loop"], 1) + "×"
 
 
 def overlay_cost() -> str:
@@ -636,34 +631,34 @@ def overlay_cost() -> str:
     cores = Decimal(_folder("threads"))
     with_, without = (Decimal(str(_folder(key))) for key in ("pixelwise_fast_images_per_s",
                                                              "pixelwise_fast_no_overlay_images_per_s"))
-    return _r(cores * 1000 * (1 / with_ - 1 / without), 0) + " ms"
+    return rounded(cores * 1000 * (1 / with_ - 1 / without), 0) + " ms"
 
 
 def folder_accurate() -> str:
-    return _r(_folder("pixelwise_accurate_images_per_s"), 1) + " images/s"
+    return rounded(_folder("pixelwise_accurate_images_per_s"), 1) + " images/s"
 
 
 def folder_accurate_vs_loop() -> str:
-    return _r(_folder("targets")["accurate_vs_smp_loop"], 2) + "×"
+    return rounded(_folder("targets")["accurate_vs_smp_loop"], 2) + "×"
 
 
 # ---------------------------------------------------------------------------------------------- training
 
 def train_pixelwise() -> str:
-    return _r(results("train_speed")["pixelwise_images_per_s"], 2) + " images/s"
+    return rounded(results("train_speed")["pixelwise_images_per_s"], 2) + " images/s"
 
 
 def train_loop() -> str:
-    return _r(results("train_speed")["plain_loop_images_per_s"], 2)
+    return rounded(results("train_speed")["plain_loop_images_per_s"], 2)
 
 
 def train_loop_runs() -> str:
     runs = results("train_speed")["plain_loop_runs_images_per_s"]
-    return " and ".join(_r(value, 2) for value in runs)
+    return " and ".join(rounded(value, 2) for value in runs)
 
 
 def train_ratio() -> str:
-    return _r(results("train_speed")["targets"]["pixelwise_vs_plain_loop"], 2) + "×"
+    return rounded(results("train_speed")["targets"]["pixelwise_vs_plain_loop"], 2) + "×"
 
 
 def train_data_wait() -> str:
@@ -671,7 +666,7 @@ def train_data_wait() -> str:
 
 
 def _precision(key: str, places: int, unit: str) -> str:
-    return _r(results("precision")[key], places) + unit
+    return rounded(results("precision")[key], places) + unit
 
 
 def depthwise_bf16_ms() -> str:
@@ -709,7 +704,7 @@ def _huge(engine: str, profile: str) -> dict:
 
 
 def _gb(mb) -> str:
-    return _r(Decimal(str(mb)) / 1000, 2) + " GB"
+    return rounded(Decimal(str(mb)) / 1000, 2) + " GB"
 
 
 def huge_tiles() -> str:
@@ -718,7 +713,7 @@ def huge_tiles() -> str:
 
 
 def huge_accurate_s() -> str:
-    return _r(_huge("openvino", "accurate")["seconds"], 0) + " s"
+    return rounded(_huge("openvino", "accurate")["seconds"], 0) + " s"
 
 
 def huge_accurate_rss() -> str:
@@ -726,7 +721,7 @@ def huge_accurate_rss() -> str:
 
 
 def huge_torch_s() -> str:
-    return _r(_huge("torch", "accurate")["seconds"], 0) + " s"
+    return rounded(_huge("torch", "accurate")["seconds"], 0) + " s"
 
 
 def huge_torch_rss() -> str:
@@ -734,7 +729,7 @@ def huge_torch_rss() -> str:
 
 
 def huge_fast_s() -> str:
-    return _r(_huge("openvino", "fast")["seconds"], 1) + " s"
+    return rounded(_huge("openvino", "fast")["seconds"], 1) + " s"
 
 
 def huge_fast_rss() -> str:
@@ -750,11 +745,11 @@ def _cli(run: str) -> dict:
 
 
 def huge_cli_first() -> str:
-    return f"{_gb(_cli('first')['peak_rss_mb'])} in {_r(_cli('first')['seconds'], 1)} s"
+    return f"{_gb(_cli('first')['peak_rss_mb'])} in {rounded(_cli('first')['seconds'], 1)} s"
 
 
 def huge_cli_warm() -> str:
-    return f"{_gb(_cli('warm')['peak_rss_mb'])} in {_r(_cli('warm')['seconds'], 1)} s"
+    return f"{_gb(_cli('warm')['peak_rss_mb'])} in {rounded(_cli('warm')['seconds'], 1)} s"
 
 
 def huge_cli_target() -> str:

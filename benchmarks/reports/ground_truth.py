@@ -1,9 +1,9 @@
 """docs/ground-truth.md: the annotation app's speed, what to label next (active learning), the data tools."""
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from reports import results, source, table
+from reports import results, rounded, source, table
 
 # The rules of active_learning_current.json, in the table's order, with what each one picks.
 ARMS = [
@@ -20,7 +20,7 @@ DOUBT_ONLY = ("uncertainty", "stratified", "disagreement")  # the rules that ran
 
 def points(iou: float, places: int = 1) -> str:
     """A mean IoU (0-1) in points (0-100), rounded half up as written by hand: 0.5945 -> 59.5."""
-    return str((Decimal(str(iou)) * 100).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+    return rounded(Decimal(str(iou)) * 100, places)
 
 
 def signed(gain: float) -> str:

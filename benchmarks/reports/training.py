@@ -1,9 +1,7 @@
 """docs/training.md: the augmentation check, the semi-supervised runs and the 45-minute CamVid run with `auto`."""
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
-
-from reports import machine, results, source, table
+from reports import machine, results, rounded, source, table
 
 SEMI_CAMVID = ("semi_supervised_screen_240x180_5min", "semi_supervised_screen_240x180_20min")
 SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
@@ -11,8 +9,7 @@ SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
 
 def _fixed(value: float, places: int) -> str:
     """`value` rounded half up as written in its file (0.6395 -> 0.640), with a typographic minus."""
-    text = str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
-    return text.replace("-", "−")
+    return rounded(value, places).replace("-", "−")
 
 
 def _signed(value: float, places: int = 1) -> str:

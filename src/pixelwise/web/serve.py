@@ -19,7 +19,8 @@ On the CPU the model runs one image at a time over every core (`batch_size` 1): 
 much per image as one image, and every batch size OpenVINO meets compiles a graph of its own that stays
 in memory; one call over every core also answers a lone client in the model's own latency, where
 `predict`'s side-by-side streams would give it one core. On a GPU, where a batch is cheaper per image,
-requests are micro-batched, 8 at most. The measurements are in docs/deploy.md (benchmarks/serve_load.py).
+requests are micro-batched, 8 at most. `benchmarks/serve_load.py --batch-size N` compares the two;
+its runs are in docs/deploy.md.
 """
 from __future__ import annotations
 
