@@ -155,6 +155,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "is learnt on a strongly changed view) or self-training (the first half of the run trains on "
                    "the labels alone, the model then labels the pool once, as --profile accurate predicts, and "
                    "the rest trains on both, each step as cheap as a supervised one) (default: %(default)s)")
+    p.add_argument("--pseudo-threshold", type=share, default=d["pseudo_threshold"], metavar="P",
+                   help="confidence a pseudo-label needs; less confident pixels of --unlabelled images are "
+                   "ignored (default: 0.95 for consistency, 0 for self-training, which keeps every pixel)")
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")
@@ -309,8 +312,7 @@ def cmd_predict(args) -> None:
         check_tiling(args.tile, args.overlap)  # refused before the model loads
     side_by_side = runs_side_by_side(len(images), args.batch_size, args.tile)
     predictor = load_predictor(args, streams=physical_cores() if side_by_side else 1)
-    on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
-    batch_size = args.batch_size or (8 if on_gpu else 1)
+    batch_size = args.batch_size or (8 if getattr(predictor.engine, "gpu", False) else 1)
     summary = predict_folder(predictor, images, out, batch_size=batch_size, overlay=not args.no_overlay,
                              tile=args.tile, overlap=args.overlap, log=lambda m: print(m, file=sys.stderr),
                              probabilities=args.save_probs)
@@ -656,7 +658,8 @@ def cmd_serve(args) -> None:
 
     serve(args.checkpoint, host=args.host, port=args.port, profile=args.profile, engine=args.engine, token=args.token,
           insecure=args.insecure, limits=Limits(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms,
-                                                queue=args.queue, timeout_s=args.timeout, max_body_mb=args.max_body_mb))
+                                                queue=args.queue, timeout_s=args.timeout, max_body_mb=args.max_body_mb,
+                                                upload_s=args.upload_timeout))
 
 
 def add_serve_parser(sub) -> None:
@@ -680,6 +683,8 @@ def add_serve_parser(sub) -> None:
                    "(default: 64)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)")
     p.add_argument("--max-body-mb", type=float, default=50.0, help="larger bodies get 413 (default: 50)")
+    p.add_argument("--upload-timeout", type=float, default=30.0, help="seconds a body may take to arrive; a slower "
+                   "upload gets 408 and gives its place back (default: 30)")
     add_speed_arguments(p)
     p.set_defaults(func=cmd_serve)
 

@@ -66,6 +66,7 @@ class TrainConfig:
     loss: str = "ce"  # ce (every labelled pixel) | ohem (the pixels still predicted wrong)
     unlabelled: tuple[str, ...] = ()  # folders of images without masks, learnt through pseudo-labels
     semi_method: str = "consistency"  # how: consistency (each step) | self-training (label the pool once, mid-run)
+    pseudo_threshold: float | None = None  # confidence a pseudo-label needs; None: the method's own
     ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and saved; 0: none
     precision: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16, else fp32
     skip_bad: bool = False  # leave out (and list) images whose image or mask is broken, instead of stopping

@@ -194,6 +194,11 @@ class TorchEngine:
         engine.on_cpu = False  # validation takes the argmax where the logits are: no copy of them to the host
         return engine
 
+    @property
+    def gpu(self) -> bool:
+        """Whether the model runs on a GPU, where a batch of images is cheaper per image than one."""
+        return self.device.type == "cuda"
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         logits = predict_logits(self.model, images, self.device, self.dtype, self.scale, self.flip)
         return logits.cpu() if self.on_cpu else logits

@@ -94,6 +94,7 @@ def test_onnxruntime_session_is_set_up_to_share_the_cpu_with_torch(beside):
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert OnnxRuntimeEngine(folder / "model.onnx", threads=1).session.get_session_options().intra_op_num_threads == 1
     assert 1 <= physical_cores() <= os.cpu_count()
+    assert engine.gpu is False  # CPU only here: serve and predict batch one image at a time
 
 
 def test_engine_misuse_names_the_fix(beside):

@@ -155,6 +155,13 @@ class FixedEngine:
         return logits
 
 
+@pytest.mark.parametrize("method, chosen, threshold", [("consistency", None, semi.THRESHOLD),
+                                                       ("self-training", None, semi.SELF_TRAINING_THRESHOLD),
+                                                       ("self-training", 0.8, 0.8), ("consistency", 0.0, 0.0)])
+def test_pseudo_labels_need_the_chosen_confidence_or_the_methods_own(method, chosen, threshold):
+    assert semi.threshold_for(method, chosen) == threshold
+
+
 def test_the_pool_is_labelled_once_each_image_by_its_place_unsure_pixels_ignored_broken_files_listed(tmp_path):
     import numpy as np
     from PIL import Image
@@ -184,7 +191,8 @@ def test_self_training_labels_the_pool_half_way_then_trains_on_both_and_resumes_
     lines = []
     train(nuclei_root, tmp_path / "whole", epochs=4, unlabelled=[pool], semi_method="self-training", log=lines.append,
           **FAST)
-    assert any(line.startswith("semi-supervised (self-training): 10 labelled and 10 unlabelled images") for line in lines)
+    assert any(line.startswith("semi-supervised (self-training): 10 labelled and 10 unlabelled images")
+               and line.endswith("every pixel kept") for line in lines)
     switch = [i for i, line in enumerate(lines) if line.startswith("self-training: the model labelled 10 pool images")]
     epochs = [i for i, line in enumerate(lines) if line.startswith("epoch")]
     assert len(switch) == 1 and epochs[1] < switch[0] < epochs[2]  # after 2 of 4 epochs

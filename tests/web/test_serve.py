@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -195,6 +196,48 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(nuclei_root, tmp_pat
     assert "serving" in server.stdout.read()
 
 
+def test_a_slow_upload_gets_408_and_gives_its_place_back(predictor, nuclei_root):
+    """Two clients that trickle their bodies hold both places (a queue of 1 and the model's one): a third
+    is refused with 503; once the upload limit passes they get 408, and the next request is answered."""
+    import uvicorn
+
+    port = free_port()
+    app = create_app(predictor, Limits(batch_size=1, max_wait_ms=0, queue=1, upload_s=1.0))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    image = png_bytes(nuclei_root / "images" / "tile_r0c0.png")
+
+    def post() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict?format=json", data=image)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        for s in slow:  # headers and a tenth of the body, then nothing
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(image)
+                      + image[: len(image) // 10])
+        time.sleep(0.3)
+        assert app.state.service.admitted == 2
+        assert post() == 503
+        for s in slow:
+            s.settimeout(10)
+            assert s.recv(100).split(b" ")[1] == b"408"
+            s.close()
+        assert app.state.service.admitted == 0
+        assert post() == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 class RecordingEngine:
     streams = 1
 
@@ -221,3 +264,13 @@ def test_equal_size_requests_share_a_call_and_another_size_waits_for_the_next():
     assert all(job.done.wait(10) for job in jobs)
     assert engine.calls == [(1, 3, 8, 8), (3, 3, 8, 8), (1, 3, 4, 6)]
     assert [job.labels.shape for job in jobs] == [(8, 8), (4, 6), (8, 8), (8, 8)]
+
+
+@pytest.mark.parametrize("gpu, batch", [(False, 1), (True, 8)])
+def test_the_default_batch_is_one_image_on_the_cpu_and_eight_on_a_gpu(gpu, batch):
+    engine = RecordingEngine()
+    engine.gpu = gpu
+    app = create_app(Predictor(engine, ["a", "b"], default_palette(2), 255))
+    assert app.state.service.limits.batch_size == batch
+    assert app.state.service.capacity == 64 + batch  # the queue, and one batch in the model
+

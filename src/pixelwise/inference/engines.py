@@ -55,6 +55,7 @@ class ExportedGraph:
     scale: float
     streams: int = 1
     flip: bool = False  # flip test-time augmentation (see runtime.predict_logits)
+    gpu: bool = False  # the graph runs on a GPU (ONNX Runtime's CUDA provider), where batches pay
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -100,6 +101,7 @@ class OnnxRuntimeEngine(ExportedGraph):
         self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.scale = float(self.meta["infer_scale"])
         self.input_name = self.session.get_inputs()[0].name
+        self.gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         """The graph alone: (N, 3, h, w) -> (N, C, h, w) logits."""

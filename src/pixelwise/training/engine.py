@@ -224,12 +224,14 @@ def unlabelled_loader(cfg: TrainConfig, spec: DatasetSpec, train_set: Segmentati
         log(f"unreadable: {path} ({reason}); left out")
     if not pool.paths:
         raise DataError(f"--unlabelled {', '.join(cfg.unlabelled)}: no usable image ({pool.summary()})")
+    threshold = semi.threshold_for(cfg.semi_method, cfg.pseudo_threshold)
     if cfg.semi_method == "self-training":
+        kept = f"pixels under {threshold:g} confidence left out" if threshold > 0 else "every pixel kept"
         log(f"semi-supervised (self-training): {len(train_set)} labelled and {pool.summary()}; the model labels "
-            f"the pool once, {semi.TEACHER_SHARE:.0%} of the way through the run")
+            f"the pool once, {semi.TEACHER_SHARE:.0%} of the way through the run, {kept}")
         return None, pool.paths  # no per-step loader: the pool joins the training set
     log(f"semi-supervised: {len(train_set)} labelled and {pool.summary()}; pseudo-labels need "
-        f"{semi.THRESHOLD:g} confidence")
+        f"{threshold:g} confidence")
     dataset = UnlabelledDataset(pool.paths, train_set.transform, seed=cfg.seed, ignore_index=spec.ignore_index)
     batch = min(cfg.batch_size, len(train_set)) // ctx.world
     sampler = DistributedSampler(dataset, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed)
@@ -435,7 +437,8 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     pool_loader, pool = unlabelled_loader(cfg, spec, train_set, log, ctx)
     # the teacher that pseudo-labels: the moving average where there is one, steadier than the weights
-    consistency = semi.Consistency(pool_loader, model if ema is None else ema.module, cfg.seed, ctx.rank) \
+    consistency = semi.Consistency(pool_loader, model if ema is None else ema.module, cfg.seed, ctx.rank,
+                                   semi.threshold_for(cfg.semi_method, cfg.pseudo_threshold)) \
         if pool_loader is not None and cfg.semi_method == "consistency" else None
     if ckpt is not None and ckpt.get("state", {}).get("pseudo_labelled"):
         loader = add_pseudo_labels(cfg, out, pool, train_set, ctx)  # the pool's labels are on disk already
@@ -572,7 +575,9 @@ def pseudo_label(run: Run, log: Callable[[str], None]) -> None:
     engine.flip = run.cfg.infer_flip
     written, confident, unreadable = semi.pseudo_label_pool(
         engine, run.pool, folder, run.spec.palette, run.spec.ignore_index,
-        range(run.ctx.rank, len(run.pool), run.ctx.world), semi.SELF_TRAINING_THRESHOLD, progress=run.ctx.main)
+        range(run.ctx.rank, len(run.pool), run.ctx.world), semi.threshold_for(run.cfg.semi_method,
+                                                                              run.cfg.pseudo_threshold),
+        progress=run.ctx.main)
     counts = distributed.all_reduce_sum(torch.tensor([float(written), confident * written]), run.ctx)  # all done
     for path in unreadable:
         log(f"unreadable: {path}; left out")

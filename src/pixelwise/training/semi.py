@@ -195,6 +195,13 @@ class Consistency:
 SEMI_METHODS = ("consistency", "self-training")
 TEACHER_SHARE = 0.5  # self-training: the share of the run that trains on the labelled images alone
 SELF_TRAINING_THRESHOLD = 0.0  # ST++ keeps every pixel's label; a higher bar leaves the unsure ones ignored
+
+
+def threshold_for(method: str, chosen: float | None) -> float:
+    """The confidence a pseudo-label needs: `chosen` (--pseudo-threshold), else the method's own."""
+    if chosen is not None:
+        return chosen
+    return SELF_TRAINING_THRESHOLD if method == "self-training" else THRESHOLD
 PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
 
 

@@ -12,7 +12,8 @@ Under load, requests wait in a bounded queue. A batcher thread takes the oldest 
 `max_wait_ms`, any others of the same image size that arrive, up to `batch_size`, and runs them through
 the engine in one call. The server admits at most `queue` requests beyond those in the model; the next
 one answers 503 with Retry-After at once, before its body is read, so a backlog never grows without
-bound; a request that waits past `timeout_s` gets 504. Every admitted request has its own worker thread,
+bound; a request that waits past `timeout_s` gets 504, and one whose body has not arrived within
+`upload_s` gets 408, which gives its place back. Every admitted request has its own worker thread,
 which decodes and encodes PNGs beside the model.
 
 On the CPU the model runs one image at a time over every core (`batch_size` 1): there a batch costs as
@@ -49,7 +50,7 @@ from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.tiling import class_argmax
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DRAIN_MARGIN_S = 10.0  # on SIGTERM, beyond --timeout: reading a request's body and encoding its answer
+DRAIN_MARGIN_S = 10.0  # on SIGTERM, beyond the upload and answer limits: decoding and encoding
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds, Prometheus-style
 
 
@@ -59,6 +60,7 @@ class Limits:
     max_wait_ms: float = 5.0  # how long the oldest request waits for others to join its batch
     queue: int = 64  # requests waiting at most; beyond, 503
     timeout_s: float = 30.0  # a request not answered by then gets 504
+    upload_s: float = 30.0  # a body not received by then gets 408: a slow uploader gives its place back
     max_body_mb: float = 50.0  # a larger body gets 413
 
 
@@ -253,18 +255,30 @@ class Service:
         return Response(encode_png(label_image(labels, palette)), media_type="image/png")
 
 
-async def read_body(request: Request, limit: int) -> bytes | Response:
-    """The body, or a 413 as soon as it passes `limit` bytes (never read whole first)."""
+async def read_body(request: Request, limit: int, seconds: float) -> bytes | Response:
+    """The body, or a 413 as soon as it passes `limit` bytes (never read whole first), or a 408 when it has
+    not all arrived within `seconds`: an admitted request holds a place, and a client that trickles its
+    body must not hold it for ever."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return PlainTextResponse(f"body over the {limit // 2**20} MB limit\n", status_code=413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return PlainTextResponse(f"body over the {limit // 2**20} MB limit\n", status_code=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def receive() -> Response | None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return PlainTextResponse(f"body over the {limit // 2**20} MB limit\n", status_code=413)
+            chunks.append(chunk)
+        return None
+
+    try:
+        refused = await asyncio.wait_for(receive(), seconds)
+    except asyncio.TimeoutError:
+        return PlainTextResponse(f"the body did not arrive within {seconds:g} s ({size:,} bytes came)\n",
+                                 status_code=408, headers={"Connection": "close"})
+    return refused or b"".join(chunks)
 
 
 def image_from(content_type: str, body: bytes) -> tuple[bytes, str] | Response:
@@ -282,8 +296,7 @@ def image_from(content_type: str, body: bytes) -> tuple[bytes, str] | Response:
 def create_app(predictor, limits: Limits = Limits(), token: str | None = None, description: dict | None = None
                ) -> Starlette:
     if limits.batch_size is None:
-        on_gpu = getattr(getattr(predictor.engine, "device", None), "type", "cpu") == "cuda"
-        limits = replace(limits, batch_size=8 if on_gpu else 1)
+        limits = replace(limits, batch_size=8 if getattr(predictor.engine, "gpu", False) else 1)
     service = Service(predictor, limits, token, description or {})
 
     async def predict(request: Request) -> Response:
@@ -303,7 +316,7 @@ def create_app(predictor, limits: Limits = Limits(), token: str | None = None, d
         handed_over = False  # once a worker thread has the request, its place is given back when it finishes
         try:
             try:
-                body = await read_body(request, int(limits.max_body_mb * 2**20))
+                body = await read_body(request, int(limits.max_body_mb * 2**20), limits.upload_s)
             except ClientDisconnect:
                 return PlainTextResponse("client went away\n", status_code=400)
             if isinstance(body, Response):
@@ -365,7 +378,8 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, pro
     # uvicorn drains on SIGTERM, then raises it again for the handler it replaced: this one ends with status 0
     signal.signal(signal.SIGTERM, lambda *_: None)
     # a request in flight may still be uploading, then waits up to timeout_s for the model, then is encoded
+    drain_s = limits.upload_s + limits.timeout_s + DRAIN_MARGIN_S
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                  timeout_graceful_shutdown=limits.timeout_s + DRAIN_MARGIN_S)).run()
+                                  timeout_graceful_shutdown=drain_s)).run()
     log("stopped: every request in flight was answered")
 
