@@ -4,6 +4,8 @@ of peak RSS (the process's ru_maxrss, imports and the image itself included).
     python benchmarks/huge_image.py [--checkpoint runs/camvid/best.pt] [--photo street.png]
     python benchmarks/huge_image.py --size 2000x1500 --compare   # also whole-image, for agreement
     python benchmarks/huge_image.py --cli --checkpoint runs/camvid/best.pt   # as a user: pixelwise predict
+    python benchmarks/huge_image.py --checkpoint runs/camvid/best.pt --runs openvino:fast openvino:accurate \
+        torch:accurate                     # several engines and profiles, each in a fresh process, one file
 
 Without a checkpoint the model is an untrained FCN-8s / EfficientNet-Lite0 with 11 classes (CamVid's
 count). The image is synthetic (smooth gradients, discs, stripes and noise), or --photo repeated to
@@ -116,6 +118,31 @@ def cli_runs(args) -> dict:
     return runs
 
 
+def several_runs(args) -> None:
+    """--runs: this script once per ENGINE:PROFILE in a fresh process, its last line kept; one JSON of all."""
+    runs = []
+    for pair in args.runs:
+        engine, _, profile = pair.partition(":")
+        argv = [*passed_on(sys.argv[1:]), "--engine", engine, "--profile", profile or "accurate"]
+        lines = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
+                               check=True).stdout.strip().splitlines()
+        print(lines[-2], flush=True)
+        run = json.loads(lines[-1])
+        runs.append({k: v for k, v in run.items() if k not in ("date", "commit", "torch", "command", "cpu_flags")})
+    print(json.dumps({"benchmark": "huge_image", **run_record(), "runs": runs}))
+
+
+def passed_on(argv: list[str]) -> list[str]:
+    """argv less --runs, --engine and --profile with their values: each run sets its own."""
+    kept, dropping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            dropping = arg in ("--runs", "--engine", "--profile")
+        if not dropping:
+            kept.append(arg)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", help="a .pt from pixelwise train (default: an untrained fcn8s)")
@@ -132,11 +159,15 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also predict the whole image (subprocess)")
     parser.add_argument("--whole-out", help=argparse.SUPPRESS)
     parser.add_argument("--cli", action="store_true", help="time `pixelwise predict --tile` as a user runs it")
+    parser.add_argument("--runs", nargs="+", metavar="ENGINE:PROFILE",
+                        help="run each in a fresh process (peak RSS is per process) and print one JSON of all")
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))
     args.hw = (height, width)
     if args.whole_out:
         return whole_image(args)
+    if args.runs:
+        return several_runs(args)
     if args.cli:
         if not args.checkpoint:
             raise SystemExit("--cli needs --checkpoint")

@@ -1,6 +1,6 @@
 """Inference speed on this CPU, everything side by side in one process.
 
-    python benchmarks/speed.py --checkpoint ~/runs/camvid/best.pt --quality quality.json
+    python benchmarks/speed.py --checkpoint ~/runs/camvid/best.pt --quality benchmarks/results/camvid_peer_35min.json quality.json
     python benchmarks/speed.py --quick          # smoke run: one size, batch 1, a few models
 
 Timed at 360x480 and 720x960 (height x width), batch 1 and 8:
@@ -70,11 +70,9 @@ FLAT_FROM_MEGAPIXELS = 0.26  # 512^2: below it a call's fixed costs show in the 
 WARMUP_CALLS = 2  # oneDNN picks its kernels on the first calls at a new shape
 MIN_RUNS = 2
 
-# CamVid val mean IoU figures known in advance (benchmarks/camvid.py, 45-minute training, same recipe
-# as pixelwise, measured on a 2-core AMD Zen 5). Its scoring predicts at TrainConfig's infer_scale,
-# so the figure belongs to the peer run at that scale, which is timed as its own row.
+# benchmarks/camvid.py scores the peer at TrainConfig's infer_scale, so that figure belongs to the peer
+# run at that scale, which is timed as its own row; its figure at scale 1 to the plain row.
 PEER_AT_INFER_SCALE = "smp Unet mobilenet_v2"
-KNOWN_QUALITY = {f"{PEER_AT_INFER_SCALE} @{DEFAULTS.infer_scale:g}x": 0.709}
 
 BF16_SETTING = "bf16-cl"  # torch: bf16 autocast + channels_last
 FP16_SETTING = "fp16-cl"  # torch: fp16 autocast + channels_last (CPUs with AVX512-FP16)
@@ -766,15 +764,31 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
         raise SystemExit(f"--sizes {text!r}: give HEIGHTxWIDTH pairs separated by commas, e.g. 360x480,720x960")
 
 
-def load_quality(path: str | None) -> dict[str, float]:
-    """The built-in figures plus --quality's; read before timing starts, so a bad file costs no run."""
-    quality = dict(KNOWN_QUALITY)
-    if path:
+def quality_from_camvid_run(data: dict) -> dict[str, float]:
+    """The rows' quality figures in a benchmarks/camvid.py results file: its peer's, at both scales."""
+    peer = data.get("peer")
+    if not peer:
+        return {}
+    return {f"{PEER_AT_INFER_SCALE} @{peer['infer_scale']:g}x": peer["val_mean_iou"],
+            PEER_AT_INFER_SCALE: peer["val_mean_iou_at_scale_1"]}
+
+
+def load_quality(paths: list[str]) -> dict[str, float]:
+    """--quality's figures, read before timing starts, so a bad file costs no run. Each file is either a
+    benchmarks/camvid.py results file or a JSON object of label -> mean IoU; no figure is built in, so each
+    point on the quality plot traces to a file the JSON names."""
+    quality = {}
+    for path in paths:
         try:
-            quality.update({str(k): float(v) for k, v in json.loads(Path(path).read_text()).items()})
-        except (OSError, ValueError, AttributeError) as err:
-            raise SystemExit(f"--quality {path}: {err}; give a JSON object of label -> mean IoU, e.g. "
-                             '{"pixelwise accurate": 0.74, "pixelwise fast": 0.72}')
+            data = json.loads(Path(path).read_text())
+            if data.get("benchmark") == "camvid":
+                quality.update(quality_from_camvid_run(data))
+            else:
+                quality.update({str(k): float(v) for k, v in data.items()
+                                if k not in ("date", "commit", "machine", "provenance", "command")})
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
+            raise SystemExit(f"--quality {path}: {err}; give a benchmarks/camvid.py results file or a JSON object "
+                             'of label -> mean IoU, e.g. {"pixelwise accurate": 0.74, "pixelwise fast": 0.72}')
     return quality
 
 
@@ -782,8 +796,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a CamVid .pt from `pixelwise train` (FCN-8s/EfficientNet-"
                         "Lite0); without it the default runs untrained, on torch only")
-    parser.add_argument("--quality", help='JSON {"label": CamVid val mean IoU}, e.g. {"pixelwise accurate": 0.74, '
-                        '"pixelwise fast": 0.72}; labels as in the rows\' "label"')
+    parser.add_argument("--quality", nargs="+", default=[], metavar="FILE",
+                        help='benchmarks/camvid.py results files, or JSON {"label": CamVid val mean IoU}, e.g. '
+                        '{"pixelwise accurate": 0.74, "pixelwise fast": 0.72}; labels as in the rows\' "label"')
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/pixelwise/benchmarks/speed").expanduser(),
                         help="where exported .onnx files are kept between runs")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 export (its calibration reads the "
@@ -807,6 +822,7 @@ def parse_args():
         args.checkpoint = args.checkpoint.expanduser()
         if not args.checkpoint.is_file():
             raise SystemExit(f"--checkpoint {args.checkpoint}: file not found")
+    quality_sources = list(args.quality)
     args.quality = load_quality(args.quality)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     return args
@@ -876,9 +892,7 @@ def main() -> None:
               "bandwidth_gbs": costs.bandwidth, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
               "runs": args.runs, "max_seconds": args.max_seconds, "cell_cap_s": args.cell_cap, "rows": rows,
               "roofline": roofline, "scaling": scaling, "targets": targets(rows, base),
-              "quality": {"points": points, "no_quality_figure": unrated, "known": KNOWN_QUALITY,
-                          "known_source": "benchmarks/camvid.py --peer: 45 min, same recipe, AMD Zen 5, "
-                                          f"scored at infer_scale {DEFAULTS.infer_scale:g}"},
+              "quality": {"points": points, "no_quality_figure": unrated, "sources": quality_sources},
               "notes": notes, "seconds": round(time.perf_counter() - started, 1)}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     log(json.dumps(result))

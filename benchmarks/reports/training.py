@@ -132,3 +132,29 @@ def camvid_auto() -> str:
 
 def camvid_auto_where() -> str:
     return _where("camvid_auto_45min")
+
+
+TRANSFER = "transfer"
+
+
+def transfer() -> str:
+    """Every strategy in every setting: mean val mean IoU over the seeds (± half their range), the best in
+    bold, and whether the advisor's pick is within the tolerance of the best."""
+    data = results(TRANSFER)
+    strategies = list(next(iter(data["settings"].values()))["strategies"])
+    rows = []
+    for setting, row in data["settings"].items():
+        cells = []
+        for strategy in strategies:
+            scores = row["strategies"][strategy]
+            cell = f"{rounded(scores['mean'], 3)} ± {rounded(scores['spread'] / 2, 3)}"
+            cells.append(f"**{cell}**" if strategy == row["best"] else cell)
+        verdict = {True: "yes", False: "**no**", None: "–"}[row["pick_within_spread_of_best"]]
+        rows.append([setting, row["images"], rounded(row["domain_shift"], 2), row["quadrant"], *cells,
+                     f"`{row['advisor_pick']}`", verdict])
+    return table(["setting", "images", "shift", "quadrant", *[f"`{s}`" for s in strategies], "advisor's pick",
+                  "right"], rows) + "\n\n" + source(TRANSFER)
+
+
+def transfer_right() -> str:
+    return results(TRANSFER)["advisor_right"]
