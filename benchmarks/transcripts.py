@@ -8,7 +8,7 @@ Runs, each in a fresh folder so that the paths it prints are the ones a new user
   advise_camvid   `pixelwise advise` on CamVid (../shared/data/camvid)
   evaluate        `pixelwise evaluate` of the demo's model on its held-out tiles (--engine auto)
   semi            `pixelwise train --unlabelled` on the nuclei sample, 4 tiles labelled and the other 6 as
-                  the pool (benchmarks/semi_supervised.py's view), a few epochs
+                  the pool (benchmarks/semi_supervised.py's view), SEMI_EPOCHS epochs
 Progress bars are off (TQDM_DISABLE), so only the lines a log keeps are recorded. The last line printed
 is one JSON object: each command, its exit status and its standard output.
 """
@@ -28,7 +28,7 @@ from semi_supervised import build_view
 from pixelwise.demo import sample_root
 
 ROOT = Path(__file__).resolve().parents[1]
-SEMI_EPOCHS = 6
+SEMI_EPOCHS = 40  # enough for the model to grow sure of some pool pixels
 
 
 def record(command: list[str], cwd: Path) -> dict:
@@ -49,19 +49,21 @@ def main() -> None:
     nuclei = sample_root()
     transcripts = {}
     with tempfile.TemporaryDirectory(prefix="pixelwise-transcripts-") as folder:
-        cwd = Path(folder)  # a clone's layout, so that the commands read as a reader of the docs types them
+        # a clone beside ../shared, as the docs assume, so that the commands read as a reader types them
+        cwd, camvid = Path(folder) / "pixelwise", "../shared/data/camvid"
         sample = os.path.relpath(nuclei, ROOT)
         (cwd / sample).parent.mkdir(parents=True)
         (cwd / sample).symlink_to(nuclei)
+        (cwd / camvid).parent.mkdir(parents=True)
+        (cwd / camvid).symlink_to(Path(args.camvid).resolve())
         transcripts["demo"] = record(["demo"], cwd)
         transcripts["advise_nuclei"] = record(["advise", "--data", sample], cwd)
-        # CamVid is not copied: advise writes nothing, so it runs from the repository
-        transcripts["advise_camvid"] = record(["advise", "--data", os.path.relpath(args.camvid, ROOT)], ROOT)
+        transcripts["advise_camvid"] = record(["advise", "--data", camvid], cwd)
         transcripts["evaluate"] = record(["evaluate", "--checkpoint", "runs/demo/best.pt", "--data", sample,
                                           "--json", "runs/demo/test.json"], cwd)
-        view = build_view(str(nuclei), cwd / "data" / "nuclei_4", 4 / 10, 0, None, None)
-        transcripts["semi"] = record(["train", "--data", str(view), "--unlabelled", str(view / "pool"), "--epochs",
-                                      str(SEMI_EPOCHS), "--out", "runs/semi"], cwd)
+        build_view(str(nuclei), cwd / "data" / "nuclei_4", 4 / 10, 0, None, None)
+        transcripts["semi"] = record(["train", "--data", "data/nuclei_4", "--unlabelled", "data/nuclei_4/pool",
+                                      "--epochs", str(SEMI_EPOCHS), "--out", "runs/semi"], cwd)
     print(json.dumps({"benchmark": "transcripts", **run_record(), "transcripts": transcripts}))
 
 

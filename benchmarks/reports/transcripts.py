@@ -1,16 +1,19 @@
 """What pixelwise prints, as the README and the docs show it: cut from benchmarks/transcripts.py's run."""
 from __future__ import annotations
 
+import re
+
 from reports import results, source
 
 NAME = "transcripts"
+INSTALLED = re.compile(r"/\S*/(pixelwise/data/sample)")  # where the run's package lay: any clone's differs
 
 
 def _lines(command: str) -> list[str]:
     run = results(NAME)["transcripts"][command]
     if run["exit_code"]:
         raise ValueError(f"{NAME}.json: `{run['command']}` exited {run['exit_code']}; rerun the benchmark")
-    return run["stdout"].rstrip("\n").splitlines()
+    return INSTALLED.sub(r".../\1", run["stdout"].rstrip("\n")).splitlines()
 
 
 def _block(lines: list[str]) -> str:
