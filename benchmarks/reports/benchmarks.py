@@ -758,3 +758,27 @@ def huge_cli_target() -> str:
     worst = max(data["first"]["peak_rss_mb"], data["warm"]["peak_rss_mb"])
     side = "under" if worst < data["target_peak_rss_mb"] else "over"
     return f"{side} the benchmark's target of {_gb(data['target_peak_rss_mb'])}"
+
+
+VAL_EVERY = {1: "camvid_holdout_val_every1_240x180_5min", 0: "camvid_holdout_val_every0_240x180_5min"}
+
+
+def heldout_val_every() -> str:
+    """FCN-8s's default recipe validating every epoch against keeping validation to about a tenth of the
+    budget, the two runs back to back in one session."""
+    rows = []
+    for every, name in VAL_EVERY.items():
+        data = results(name)
+        runs = {run["sequence"]: run for run in data["runs"]}
+        label = "every epoch (`val_every 1`, the default)" if every else "about a tenth of the budget (`val_every 0`)"
+        rows.append([label, *(rounded(runs[d]["heldout_mean_iou"], 3) for d in DRIVES),
+                     f"**{rounded(data['heldout_mean_iou'], 3)}**", rounded(data["val_mean_iou"], 3),
+                     " / ".join(str(runs[d]["epochs"]) for d in DRIVES)])
+    header = ["validation", "held out 0006R0", "held out 0001TP", "held-out mean", "val (in-distribution)",
+              "epochs (0006R0 / 0001TP)"]
+    return table(header, rows) + "\n\n" + source(*VAL_EVERY.values())
+
+
+def val_every_gain() -> str:
+    gain = 100 * (results(VAL_EVERY[0])["heldout_mean_iou"] - results(VAL_EVERY[1])["heldout_mean_iou"])
+    return ("+" if gain > 0 else "") + rounded(round(gain, 2), 1).replace("-", "−") + " points"
