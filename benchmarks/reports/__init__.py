@@ -49,6 +49,12 @@ def rounded(value, places: int) -> str:
     return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def signed(value, places: int = 1) -> str:
+    """+1.3 / −0.3 / +0.0 for prose: `value` rounded half up, with a typographic minus."""
+    text = rounded(value, places)
+    return text.replace("-", "−") if text.startswith("-") else "+" + text
+
+
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table; numbers are formatted by the caller, so a cell shows exactly what it means."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -6,18 +6,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from reports import results, rounded, source, table
+from reports import results, rounded, signed, source, table
 
 
 def _mean(values) -> Decimal:
     values = [Decimal(str(v)) for v in values]
     return sum(values) / len(values)
-
-
-def _signed(value, places: int = 1) -> str:
-    """+1.3 / −0.3 for prose."""
-    text = rounded(value, places)
-    return text.replace("-", "−") if text.startswith("-") else "+" + text
 
 
 def _pct(share, places: int = 0) -> str:
@@ -150,7 +144,7 @@ def _seed1(key: str, seed0: Decimal) -> str:
     runs = _runs(config)
     mean = Decimal(rounded(_heldout_mean(config), 3))
     return (f"{rounded(runs['0006R0']['heldout_mean_iou'], 3)} and {rounded(runs['0001TP']['heldout_mean_iou'], 3)} "
-            f"(mean {mean}, {_signed((mean - Decimal(rounded(seed0, 3))) * 100)}")
+            f"(mean {mean}, {signed((mean - Decimal(rounded(seed0, 3))) * 100)}")
 
 
 def seed1_fcn8s() -> str:
@@ -180,34 +174,34 @@ def _lever(name: str, key: str) -> Decimal:
 
 
 def lever_ohem() -> str:
-    return _signed(_lever(LEVERS, "ohem"))
+    return signed(_lever(LEVERS, "ohem"))
 
 
 def lever_ema() -> str:
-    return _signed(_lever(LEVERS, "ema"))
+    return signed(_lever(LEVERS, "ema"))
 
 
 def lever_colour() -> str:
-    return _signed(_lever(LEVERS, "colour"))
+    return signed(_lever(LEVERS, "colour"))
 
 
 def lever_lovasz() -> str:
-    return _signed(_lever(LEVERS2, "ce_lovasz"))
+    return signed(_lever(LEVERS2, "ce_lovasz"))
 
 
 def lever_schedule() -> str:
-    return _signed(_lever(LEVERS2, "resolution_schedule"))
+    return signed(_lever(LEVERS2, "resolution_schedule"))
 
 
 def lever_lite2() -> str:
-    return _signed(_lever(LEVERS2, "lite2"))
+    return signed(_lever(LEVERS2, "lite2"))
 
 
 def lever_full() -> str:
     """Stopped after 0006R0: against the base's own 0006R0 run."""
     full = _runs(_config(LEVERS2, "full_lr_ratio"))["0006R0"]["heldout_mean_iou"]
     base = _runs(_config(SCREEN, "context_scale1"))["0006R0"]["heldout_mean_iou"]
-    return _signed((Decimal(str(full)) - Decimal(str(base))) * 100)
+    return signed((Decimal(str(full)) - Decimal(str(base))) * 100)
 
 
 def lovasz_cost() -> str:
@@ -225,7 +219,7 @@ def lovasz_epochs() -> str:
 def flip_gain() -> str:
     flip = results(LEVERS2)["flip_tta"]
     gains = [(Decimal(str(run["flip"])) - Decimal(str(run["plain"]))) * 100 for run in flip["runs"].values()]
-    return f"{_signed(min(gains), 2)} to {_signed(max(gains), 2)} points, {_signed(flip['mean_gain_points'], 2)}"
+    return f"{signed(min(gains), 2)} to {signed(max(gains), 2)} points, {signed(flip['mean_gain_points'], 2)}"
 
 
 def weights_fall() -> str:
@@ -461,7 +455,7 @@ def torch_fp16_agreement() -> str:
 
 
 def torch_fp16_delta() -> str:
-    return _signed(_engine("accurate", "torch", "fp16")["delta_points"], 2) + " points"
+    return signed(_engine("accurate", "torch", "fp16")["delta_points"], 2) + " points"
 
 
 def torch_fp16_speed() -> str:
@@ -487,7 +481,7 @@ def bf16_agreement() -> str:
 
 def bf16_delta() -> str:
     deltas = [row["delta_points"] for row in _bf16_rows()]
-    return f"{_signed(min(deltas), 2)} to {_signed(max(deltas), 2)} points"
+    return f"{signed(min(deltas), 2)} to {signed(max(deltas), 2)} points"
 
 
 def one_part_fp32_agreement() -> str:
@@ -780,5 +774,5 @@ def heldout_val_every() -> str:
 
 
 def val_every_gain() -> str:
-    gain = 100 * (results(VAL_EVERY[0])["heldout_mean_iou"] - results(VAL_EVERY[1])["heldout_mean_iou"])
-    return ("+" if gain > 0 else "") + rounded(round(gain, 2), 1).replace("-", "−") + " points"
+    fewer, every = (Decimal(str(results(VAL_EVERY[k])["heldout_mean_iou"])) for k in (0, 1))
+    return signed((fewer - every) * 100) + " points"

@@ -1,7 +1,7 @@
 """docs/models.md: FCN's skips, measured on CamVid."""
 from __future__ import annotations
 
-from reports import results, rounded, source, table
+from reports import results, rounded, signed, source, table
 
 FCN_SKIPS = "fcn_skips_6min"
 
@@ -18,10 +18,6 @@ def fcn_skips() -> str:
                   "paper (VOC 2011)"], rows) + "\n\n" + source(FCN_SKIPS)
 
 
-def _signed(value: float) -> str:
-    return ("+" if value > 0 else "") + rounded(value, 1).replace("-", "−")
-
-
 def fcn_skip_gains() -> str:
     gains = results(FCN_SKIPS)["skip_gains_points"]
-    return f"{_signed(gains[0])} points for the stride-16 skip and {_signed(gains[1])} for the stride-8 one"
+    return f"{signed(gains[0])} points for the stride-16 skip and {signed(gains[1])} for the stride-8 one"

@@ -70,7 +70,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from pixelwise.models.registry import list_backbones, list_models
     from pixelwise.models.upsample import MODES
     from pixelwise.training.losses import LOSSES, WEIGHTINGS
-    from pixelwise.training.semi import SEMI_METHODS
+    from pixelwise.training.semi import SELF_TRAINING_THRESHOLD, SEMI_METHODS, THRESHOLD
     from pixelwise.training.tracking import TRACKERS
     from pixelwise.training.strategies import STRATEGIES
 
@@ -157,7 +157,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "the rest trains on both, each step as cheap as a supervised one) (default: %(default)s)")
     p.add_argument("--pseudo-threshold", type=share, default=d["pseudo_threshold"], metavar="P",
                    help="confidence a pseudo-label needs; less confident pixels of --unlabelled images are "
-                   "ignored (default: 0.95 for consistency, 0 for self-training, which keeps every pixel)")
+                   f"ignored (default: {THRESHOLD:g} for consistency, {SELF_TRAINING_THRESHOLD:g} for self-training, "
+                   "which keeps every pixel)")
     p.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help="validate and save a moving average of the weights, updated each step with this "
                    "decay, e.g. 0.999; 0 saves the weights themselves (default: %(default)s)")

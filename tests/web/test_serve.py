@@ -224,7 +224,9 @@ def test_a_slow_upload_gets_408_and_gives_its_place_back(predictor, nuclei_root)
         for s in slow:  # headers and a tenth of the body, then nothing
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(image)
                       + image[: len(image) // 10])
-        time.sleep(0.3)
+        deadline = time.time() + 10  # a loaded machine may take a while to admit both
+        while app.state.service.admitted < 2 and time.time() < deadline:
+            time.sleep(0.05)
         assert app.state.service.admitted == 2
         assert post() == 503
         for s in slow:

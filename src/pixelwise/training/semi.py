@@ -195,6 +195,8 @@ class Consistency:
 SEMI_METHODS = ("consistency", "self-training")
 TEACHER_SHARE = 0.5  # self-training: the share of the run that trains on the labelled images alone
 SELF_TRAINING_THRESHOLD = 0.0  # ST++ keeps every pixel's label; a higher bar leaves the unsure ones ignored
+PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
+MANIFEST = "pool.json"  # beside the masks: the pool they were made for, in order
 
 
 def threshold_for(method: str, chosen: float | None) -> float:
@@ -202,10 +204,6 @@ def threshold_for(method: str, chosen: float | None) -> float:
     if chosen is not None:
         return chosen
     return SELF_TRAINING_THRESHOLD if method == "self-training" else THRESHOLD
-PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
-
-
-MANIFEST = "pool.json"  # beside the masks: the pool they were made for, in order
 
 
 def pseudo_label_file(folder: Path, index: int) -> Path:
