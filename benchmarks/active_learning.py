@@ -5,6 +5,7 @@ steps, and compare validation mean IoU, over 3 seeds.
 
     python benchmarks/active_learning.py [--arms uncertainty,diverse,random,random2,random3] [--seeds 3]
     python benchmarks/active_learning.py --arms diverse,random --rounds 4    # 4 x 10 picks, retraining between
+    python benchmarks/active_learning.py --arms diverse,diverse@4,random     # the same rule both ways, one run
     python benchmarks/active_learning.py --eval heldout --arms diverse,random
 
 Rules (--arms): uncertainty (mean entropy), spread (entropy, near-identical frames waiting), balanced,
@@ -12,7 +13,8 @@ diverse, typical (see pixelwise.inference.uncertainty), diverse_features (divers
 disagreement (mutual information of a committee of 3 models trained on the 20 images from other seeds)
 and stratified (picks per kind of scene in proportion to its size, the most uncertain of each kind).
 random2, random3, ... are further random draws: one draw swings by points, so with several the gains
-are taken against their mean.
+are taken against their mean. RULE@N picks in N rounds (overriding --rounds for that arm); its results
+are named RULE_Nrounds.
 
 CamVid's val split is one 7-second clip (101 frames of sequence 0016E5), so its mean IoU rewards the
 picks that happen to look like that street. `--eval heldout` scores instead on a middle block of every
@@ -180,6 +182,17 @@ def fine_tune(data: Path, out: Path, epochs: int, init_from: Path | None, seed: 
     return summary["best_mean_iou"]
 
 
+def arm_rounds(specs: list[str], default_rounds: int) -> dict[str, tuple[str, int]]:
+    """--arms' RULE or RULE@N -> {name: (rule, rounds)}, named RULE_Nrounds when picked in N > 1 rounds.
+    Random draws take no rounds: they do not look at the model."""
+    arms = {}
+    for spec in specs:
+        rule, _, count = spec.partition("@")
+        rounds = 1 if rule.startswith("random") else int(count or default_rounds)
+        arms[rule if rounds == 1 else f"{rule}_{rounds}rounds"] = (rule, rounds)
+    return arms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -207,7 +220,7 @@ def main() -> None:
                         help="keep each seed's 20-image model from an earlier run with the same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
     args = parser.parse_args()
-    args.arms = args.arms.split(",")
+    arms = arm_rounds(args.arms.split(","), args.rounds)
     print(f"machine: {machine()}", flush=True)
     full = half_size_camvid(CAMVID, CACHE / "camvid_240x180")
     names = sorted(p.name for p in (full / "train").glob("*.png"))
@@ -233,53 +246,52 @@ def main() -> None:
         initial_paths = [full / "train" / n for n in initial]
         random_picks = [pool[i] for i in rng.choice(len(pool), args.add, replace=False)]
         chosen = {}
-        for arm in args.arms:
-            if arm == "random":
+        for arm, (rule, rounds) in arms.items():
+            if rule == "random":
                 chosen[arm] = random_picks
                 continue
-            if arm.startswith("random"):  # random2, random3, ...: other draws, to see how far chance alone moves
-                draw = np.random.default_rng([seed, int(arm[len("random"):])])
+            if rule.startswith("random"):  # random2, random3, ...: other draws, to see how far chance alone moves
+                draw = np.random.default_rng([seed, int(rule[len("random"):])])
                 chosen[arm] = [pool[i] for i in draw.choice(len(pool), args.add, replace=False)]
                 continue
             picked, model = [], base_dir / "best.pt"
-            for r in range(args.rounds):  # label a share, retrain on all labels so far, rank again
-                count = args.add * (r + 1) // args.rounds - len(picked)
+            for r in range(rounds):  # label a share, retrain on all labels so far, rank again
+                count = args.add * (r + 1) // rounds - len(picked)
                 taken = set(picked)
                 left = [full / "train" / n for n in pool if n not in taken]
-                picked += [p.name for p in pick(arm, model, left, initial_paths + [
+                picked += [p.name for p in pick(rule, model, left, initial_paths + [
                     full / "train" / n for n in picked], count, seed, args)]
-                if r + 1 < args.rounds:
-                    model = out / f"seed{seed}" / f"{arm}_{args.rounds}rounds_{r + 1}"
+                if r + 1 < rounds:
+                    model = out / f"seed{seed}" / f"{arm}_{r + 1}"
                     fine_tune(subset(full, initial + picked, model.with_name("data_" + model.name),
                                      held_out), model, args.round_epochs, base_dir / "best.pt", seed)
                     model = model / "best.pt"
             chosen[arm] = picked
         row = {"seed": seed, "base": round(base, 4)}
-        for arm in args.arms:
-            name = arm if arm.startswith("random") or args.rounds == 1 else f"{arm}_{args.rounds}rounds"
-            data = subset(full, initial + chosen[arm], out / f"seed{seed}" / f"data_{name}", held_out)
-            row[arm] = round(fine_tune(data, out / f"seed{seed}" / name, args.epochs, base_dir / "best.pt", seed), 4)
-        draws = [row[arm] for arm in args.arms if arm.startswith("random")]
+        for arm in arms:
+            data = subset(full, initial + chosen[arm], out / f"seed{seed}" / f"data_{arm}", held_out)
+            row[arm] = round(fine_tune(data, out / f"seed{seed}" / arm, args.epochs, base_dir / "best.pt", seed), 4)
+        draws = [row[arm] for arm in arms if arm.startswith("random")]
         if len(draws) > 1:  # what random picks score on average: one draw alone swings by points
             row["random_mean"] = round(statistics.mean(draws), 4)
         reference = row.get("random_mean", row.get("random"))
-        for arm in args.arms:
+        for arm in arms:
             if not arm.startswith("random") and reference is not None:
                 row[f"gain_{arm}"] = round(row[arm] - reference, 4)
         rows.append(row)
         print(f"seed {seed}: {args.initial} images {base:.4f}; +{args.add}: "
-              + ", ".join(f"{arm} {row[arm]:.4f}" for arm in args.arms), flush=True)
+              + ", ".join(f"{arm} {row[arm]:.4f}" for arm in arms), flush=True)
     scored_on = "CamVid val" if held_out is None else (
         f"{len(held_out)} held-out train images (a middle block of {args.held_out_share:.0%} of each sequence), "
         f"pool {len(names) - args.initial}")
     result = {"benchmark": "active_learning", **run_record(), "scored_on": scored_on,
               "setting": f"CamVid 240x180, {args.initial} labelled + {args.add}, "
               f"{args.base_epochs} + {args.epochs} epochs, strategy last-k, measure {args.measure}, spread {args.spread}"
-              + (f", picked in {args.rounds} rounds with {args.round_epochs} epochs of fine-tuning between"
-                 if args.rounds > 1 else ""),
+              + "".join(f"; {arm}: picked in {rounds} rounds of {args.add // rounds} with {args.round_epochs} "
+                        "epochs of fine-tuning between" for arm, (_, rounds) in arms.items() if rounds > 1),
               "gains_against": "the mean of the random draws" if "random_mean" in rows[0] else "random",
               "seeds": rows}
-    for arm in args.arms:
+    for arm in arms:
         result[f"mean_{arm}"] = round(statistics.mean(r[arm] for r in rows), 4)
         if f"gain_{arm}" in rows[0]:
             result[f"mean_gain_{arm}"] = round(statistics.mean(r[f"gain_{arm}"] for r in rows), 4)
