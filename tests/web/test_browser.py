@@ -147,14 +147,25 @@ def test_a_save_from_a_second_tab_on_the_same_mask_gets_a_conflict_and_an_offer_
     save(first, 1)
     saved = (root / "masks" / "a.png").read_bytes()
     second.bring_to_front()
+    second.clock.install()
+    second.clock.pause_at(second.evaluate("Date.now()") / 1000 + 60)  # the draft's timer fires when the test says
     second.keyboard.press("3")
     stroke(second, [(5, 40), (20, 40)])
     second.keyboard.press("Control+s")
     second.wait_for_selector('body[data-save="conflict"]')
     assert second.locator("#banner").is_visible()
     assert (root / "masks" / "a.png").read_bytes() == saved
+    # The reload's mask is held back while the stroke's draft timer comes due: the draft must not come back.
+    held = []
+    second.route("**/api/items/0/labels", lambda route: held.append(route)
+                 if route.request.method == "GET" and not held else route.continue_())
     second.click("#banner-reload")
+    second.clock.run_for(1000)
+    while not held:
+        second.wait_for_timeout(10)
+    held[0].continue_()
     second.wait_for_selector('body[data-ready="1"]')
+    assert not second.inner_text("#message").startswith("restored unsaved strokes")
     save(second, 1)  # the reloaded mask is the first tab's, saved on its current version
     assert (read_mask(root / "masks" / "a.png") == read_mask(root / ".pixelwise-backup" / "masks" / "a.png")).all()
 

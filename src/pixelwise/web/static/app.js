@@ -826,6 +826,9 @@ async function init() {
   $('unsure').addEventListener('click', nextUnsure);
   $('retrain').addEventListener('click', toggleRetrain);
   $('banner-reload').addEventListener('click', () => {
+    // The strokes are being thrown away: a draft write still waiting on its timer would store them again,
+    // on the stale version, after the delete below and before openItem looks, so every later save conflicts.
+    clearTimeout(app.draftTimer);
     // IndexedDB runs transactions on one store in order: the draft is gone before openItem looks for it.
     draftDo('readwrite', (store) => store.delete(draftKey(app.item))).catch(() => {});
     openItem(app.item.id);
