@@ -183,6 +183,16 @@ def test_the_pool_is_labelled_once_each_image_by_its_place_unsure_pixels_ignored
     assert not semi.pseudo_label_file(tmp_path / "labels", 1).exists()
 
 
+def test_self_trainings_strong_view_is_another_light_drawn_from_the_samples_own_generator():
+    import random
+
+    image = torch.rand(3, 16, 20)
+    views = [semi.strong_view(image, random.Random(seed)) for seed in ("s:1:4", "s:1:4", "s:1:5")]
+    assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
+    assert all(v.shape == image.shape and not torch.equal(v, image) for v in views)
+    assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in views)
+
+
 def test_self_training_labels_the_pool_half_way_then_trains_on_both_and_resumes_bit_identical(nuclei_root, tmp_path):
     from pixelwise.api import train
     from test_resume import StopAfter, assert_same_weights, weights
@@ -196,7 +206,8 @@ def test_self_training_labels_the_pool_half_way_then_trains_on_both_and_resumes_
     switch = [i for i, line in enumerate(lines) if line.startswith("self-training: the model labelled 10 pool images")]
     epochs = [i for i, line in enumerate(lines) if line.startswith("epoch")]
     assert len(switch) == 1 and epochs[1] < switch[0] < epochs[2]  # after 2 of 4 epochs
-    assert lines[switch[0]].endswith("training goes on with 20 images")
+    assert lines[switch[0]].endswith("training goes on with 20 images, each epoch the 10 labelled once each and "
+                                     "the 10 pseudo-labelled strongly augmented")
     assert len(list((tmp_path / "whole" / semi.PSEUDO_LABELS).glob("*.png"))) == 10
     assert not any("unlabelled loss" in line for line in lines)  # no per-step consistency
     with pytest.raises(KeyboardInterrupt):  # stopped after the switch: the resumed run reads the labels back

@@ -49,10 +49,19 @@ class SegmentationDataset(Dataset):
         self.seed, self.epoch = seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self._cached_below = None  # pairs from this index on (added by `extend`) are never cached
+        self.labelled = len(self.pairs)  # pairs from this index on were added by `extend`: pseudo-labelled
+        self.labelled_repeats = 1  # each epoch shows every labelled pair this many times
+        self.strong_view = None  # (image, rng) -> image, for the pseudo-labelled pairs after the transform
         self._decoded = decoded or {}
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        """Samples an epoch: the labelled pairs `labelled_repeats` times each, then the pseudo-labelled ones."""
+        return self.labelled * self.labelled_repeats + len(self.pairs) - self.labelled
+
+    def pair_index(self, index: int) -> int:
+        """An epoch's sample index -> the index of its pair."""
+        shown = self.labelled * self.labelled_repeats
+        return index % self.labelled if index < shown else self.labelled + index - shown
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """-> (HxWx3 uint8 image, HxW int mask), checked."""
@@ -70,29 +79,40 @@ class SegmentationDataset(Dataset):
             self._cache[index] = (image, mask.astype(np.uint8, copy=False) if mask.max() < 256 else mask)
         return image, mask
 
-    def extend(self, pairs, cache: bool) -> None:
-        """Add pairs (pseudo-labelled pool images), kept decoded only if `cache` and the set already caches:
-        a large pool is read from disk each epoch instead of filling memory."""
+    def extend(self, pairs, cache: bool, labelled_share: float | None = None, strong_view=None) -> None:
+        """Add pseudo-labelled pairs (pool images), kept decoded only if `cache` and the set already caches:
+        a large pool is read from disk each epoch instead of filling memory. With `labelled_share`, each
+        labelled pair is shown as many times an epoch as brings the labelled pairs nearest that share of it
+        (at least once): a pool eight times the labelled set would otherwise drown the true masks in guessed
+        ones. `strong_view(image, rng)` alters each pseudo-labelled image after the transform."""
         if not cache and self._cached_below is None:
             self._cached_below = len(self.pairs)
         self.pairs.extend(pairs)
+        if labelled_share is not None:
+            pseudo = len(self.pairs) - self.labelled
+            self.labelled_repeats = max(1, round(labelled_share / (1 - labelled_share) * pseudo / self.labelled))
+        self.strong_view = strong_view
 
     def preload(self, desc: str = "checking data") -> "SegmentationDataset":
         """Read and check every pair now, so a bad mask fails before training starts, not in epoch 7."""
-        for i in tqdm(range(len(self)), desc=desc, unit="img", leave=False, disable=len(self) < 50):
+        for i in tqdm(range(len(self.pairs)), desc=desc, unit="img", leave=False, disable=len(self.pairs) < 50):
             self.load(i)
         return self
 
     def __getitem__(self, index: int):
-        image, mask = to_tensors(*self.load(index))
+        pair = self.pair_index(index)
+        image, mask = to_tensors(*self.load(pair))
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # a repeated pair is augmented afresh each time
         if self.transform is not None:
-            image, mask = self.transform(image, mask, random.Random(f"{self.seed}:{self.epoch}:{index}"))
+            image, mask = self.transform(image, mask, rng)
+        if self.strong_view is not None and pair >= self.labelled:
+            image = self.strong_view(image, rng)
         return image, mask
 
     def class_pixel_counts(self) -> np.ndarray:
         """Labelled pixels per class (ignore excluded), read from the untransformed masks."""
         counts = np.zeros(self.num_classes, dtype=np.int64)
-        for i in range(len(self)):
+        for i in range(len(self.pairs)):
             mask = self.load(i)[1]
             counts += np.bincount(mask[mask < self.num_classes].ravel(), minlength=self.num_classes)[: self.num_classes]
         return counts

@@ -175,7 +175,7 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     train_set.preload("reading train")
     val_set.preload("reading val")
     crop = clamp_crop(cfg.crop_size, train_set)
-    augment = resolve_augment(cfg.augment, (train_set.load(i)[1] for i in range(len(train_set))), spec.num_classes,
+    augment = resolve_augment(cfg.augment, (train_set.load(i)[1] for i in range(len(train_set.pairs))), spec.num_classes,
                               log)
     train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter,
                                           top_down=augment == "top-down", colour=cfg.colour)
@@ -447,7 +447,7 @@ def setup(cfg: TrainConfig, resume: bool | str = False, model: torch.nn.Module |
         state = restore(ckpt, model, optimizer, loader, ema)
         log(f"resuming from {out / 'last.pt'} after epoch {state.epoch}")
     processes = f" x {ctx.world} processes" if ctx.enabled else ""
-    log(f"training {cfg.model}/{cfg.backbone} on {len(train_set)} images ({spec.format}: {spec.root}), "
+    log(f"training {cfg.model}/{cfg.backbone} on {len(train_set.pairs)} images ({spec.format}: {spec.root}), "
         f"validating on {len(val_set)}; batch {loader.batch_size}{processes}, "
         f"{'bf16 autocast' if dtype else 'fp32'}{' (depthwise convolutions fp32)' if fp32_depthwise else ''} "
         f"on {device}; "
@@ -552,7 +552,8 @@ def add_pseudo_labels(cfg: TrainConfig, out: Path, pool: list[Path], train_set: 
     semi.check_manifest(folder, pool)  # a resumed run's pool must be the one its masks were made for
     pairs = [(image, semi.pseudo_label_file(folder, i)) for i, image in enumerate(pool)
              if semi.pseudo_label_file(folder, i).is_file()]
-    train_set.extend(pairs, cache=fits_in_memory(train_set.pairs + pairs))
+    train_set.extend(pairs, cache=fits_in_memory(train_set.pairs + pairs), labelled_share=semi.LABELLED_SHARE,
+                     strong_view=semi.strong_view)
     return train_loader(train_set, cfg, ctx)
 
 
@@ -583,9 +584,12 @@ def pseudo_label(run: Run, log: Callable[[str], None]) -> None:
         log(f"unreadable: {path}; left out")
     run.loader = add_pseudo_labels(run.cfg, run.out, run.pool, run.train_set, run.ctx)
     run.state.pseudo_labelled = True
+    train_set = run.train_set
     log(f"self-training: the model labelled {int(counts[0])} pool images in {time.time() - start:.0f} s "
         f"({counts[1] / max(counts[0], 1):.0%} of pixels confident); training goes on with "
-        f"{len(run.train_set)} images")
+        f"{len(train_set.pairs)} images, each epoch the {train_set.labelled} labelled "
+        f"{'once' if train_set.labelled_repeats == 1 else f'{train_set.labelled_repeats} times'} each and the "
+        f"{len(train_set.pairs) - train_set.labelled} pseudo-labelled strongly augmented")
 
 
 def validate_epoch(run: Run, epoch: int, stats: dict, clock: Clock) -> tuple[dict, bool]:

@@ -4,7 +4,8 @@ consistency (per step): weak-to-strong consistency with confident pseudo-labels 
 self-training (offline, ST++): the first TEACHER_SHARE of the run trains on the labelled images alone;
 then the model labels the whole pool once, as `--profile accurate` would predict it, and the rest of the
 run trains on the labelled and the pseudo-labelled images together, each step as cheap as a supervised
-one.
+one. The labelled images are repeated to about LABELLED_SHARE of each epoch, and the pseudo-labelled ones
+are seen in another light (`strong_view`).
 
 Consistency in detail:
 
@@ -21,6 +22,7 @@ a resumed or multi-process run draws the same views.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -192,8 +194,19 @@ class Consistency:
 
 # ---------------------------------------------------------------- offline self-training
 
+
+def strong_view(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Self-training's view of one pseudo-labelled (3, H, W) image: consistency's light and blur, drawn from
+    the sample's own `rng` (random.Random), so a resumed run draws the same. The geometry stays the
+    transform's, which moved the pseudo-label with it. A model that learns its own guesses from the view it
+    made them on learns little; from another light it must find what holds across lights (ST++)."""
+    generator = torch.Generator().manual_seed(rng.getrandbits(63))
+    return blur(recolour(image[None], generator), generator)[0]
+
+
 SEMI_METHODS = ("consistency", "self-training")
 TEACHER_SHARE = 0.5  # self-training: the share of the run that trains on the labelled images alone
+LABELLED_SHARE = 0.5  # self-training, after the switch: the labelled images' share of each epoch
 SELF_TRAINING_THRESHOLD = 0.0  # ST++ keeps every pixel's label; a higher bar leaves the unsure ones ignored
 PSEUDO_LABELS = "pseudo_labels"  # in OUT: a mask a pool image, named by its place in the pool
 MANIFEST = "pool.json"  # beside the masks: the pool they were made for, in order
