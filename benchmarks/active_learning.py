@@ -111,7 +111,7 @@ def pick(arm: str, checkpoint: Path, pool: list[Path], labelled: list[Path], cou
     layouts = {p: class_layout(q) for p, q in probabilities.items()}
     pickers = {
         "uncertainty": lambda: [p for p, _ in ranked],
-        "disagreement": lambda: committee_order(checkpoint, probabilities, args.committee, seed),
+        "disagreement": lambda: committee_order(checkpoint, probabilities, args.committee, seed, args.reuse_base),
         "stratified": lambda: stratified_order(ranked, encoder_embeddings(checkpoint, pool), count, args.strata,
                                                {p: perceptual_hash(read_image(p)) for p in pool}, args.spread, seed),
         "balanced": lambda: balanced_order({p: class_uncertainty(q) for p, q in probabilities.items()},
@@ -146,11 +146,12 @@ def stratified_order(ranked: list[tuple[Path, dict[str, float]]], features: dict
     return chosen
 
 
-def committee_order(checkpoint: Path, probabilities: dict[Path, np.ndarray], size: int, seed: int) -> list[Path]:
+def committee_order(checkpoint: Path, probabilities: dict[Path, np.ndarray], size: int, seed: int,
+                    reuse: bool = False) -> list[Path]:
     """The pool (`probabilities`: image -> `checkpoint`'s model's), most disagreed on first: the mean
     per-pixel mutual information of that model and `size` - 1 others trained on the same images from
     other seeds (base_1, base_2, ... beside it)."""
-    others = [load(committee_member(checkpoint, k, seed)) for k in range(1, size)]
+    others = [load(committee_member(checkpoint, k, seed, reuse)) for k in range(1, size)]
     score = {p: float(pixel_disagreement([q] + [o.predict_proba(p) for o in others]).mean())
              for p, q in probabilities.items()}
     return sorted(probabilities, key=lambda p: (-score[p], p.name))
@@ -165,10 +166,11 @@ def pixel_disagreement(probas: list[np.ndarray]) -> np.ndarray:
     return np.maximum(pixel_entropy(mean) - np.mean([pixel_entropy(q) for q in probas], axis=0), 0.0)
 
 
-def committee_member(checkpoint: Path, k: int, seed: int) -> Path:
-    """The k-th other model trained like `checkpoint` (same data folder, epochs, strategy), seed + 1000 k."""
+def committee_member(checkpoint: Path, k: int, seed: int, reuse: bool) -> Path:
+    """The k-th other model trained like `checkpoint` (same data folder, epochs, strategy), seed + 1000 k;
+    with `reuse`, the one an earlier run left beside it, as --reuse-base keeps the base."""
     run = checkpoint.parent.with_name(f"{checkpoint.parent.name}_{k}")
-    if not (run / "best.pt").is_file():
+    if not (reuse and (run / "best.pt").is_file()):
         state = load_checkpoint(checkpoint)
         config = state["config"]
         fine_tune(Path(config["data"]), run, config["epochs"], config.get("init_from"), seed + 1000 * k)
@@ -217,7 +219,8 @@ def main() -> None:
                         "between rounds (the app's label, retrain, next loop); random picks need no rounds")
     parser.add_argument("--round-epochs", type=int, default=20, help="epochs of each fine-tuning between rounds")
     parser.add_argument("--reuse-base", action="store_true",
-                        help="keep each seed's 20-image model from an earlier run with the same settings")
+                        help="keep each seed's 20-image model (and the committee's) from an earlier run with the "
+                        "same settings")
     parser.add_argument("--out", default=str(CACHE / "active_learning"))
     args = parser.parse_args()
     arms = arm_rounds(args.arms.split(","), args.rounds)
