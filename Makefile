@@ -24,11 +24,11 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed: the browser tests will be skipped"
 
-# A fixed order, so that a red CI run can be repeated exactly; `make test-random` shuffles the order
-# (pytest-randomly prints the seed; `-p randomly --randomly-seed=N` repeats it) to catch tests
-# that lean on another's leftovers.
+# One worker per core (pytest-xdist), each test file whole on one worker in its written order, so that a red
+# CI run can be repeated file by file; `make test-random` shuffles the order in one process (pytest-randomly
+# prints the seed; `-p randomly --randomly-seed=N` repeats it) to catch tests that lean on another's leftovers.
 test: env browser
-	$(PY) -m pytest -q -p no:randomly
+	$(PY) -m pytest -q -p no:randomly -n auto --dist loadfile
 
 test-random: env browser
 	$(PY) -m pytest -p randomly

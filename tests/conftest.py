@@ -1,8 +1,15 @@
+import os
 import platform
 
 import pytest
 
 from pairs import write_pair
+
+# Under pytest-xdist each worker, and every command it starts, gets its share of the cores: two workers
+# each running BLAS on every core would slow each other down. Set before any test imports torch's pools.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                     // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 @pytest.fixture
