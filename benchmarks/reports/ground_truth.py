@@ -64,7 +64,8 @@ def active_learning() -> str:
 
 def random_swing() -> str:
     """How far apart one seed's random draws land: the smallest and largest range over the seeds."""
-    ranges = results("active_learning_current")["random_draw_range_per_seed"]
+    ranges = [max(seed[d] for d in RANDOM_DRAWS) - min(seed[d] for d in RANDOM_DRAWS)
+              for seed in results("active_learning_current")["seeds"]]
     return f"{points(min(ranges))} to {points(max(ranges))}"
 
 
@@ -90,6 +91,29 @@ def typical_best_seed() -> str:
 def diverse_over_uncertainty() -> str:
     data = results("active_learning_current")
     return points(data["mean_diverse"] - data["mean_uncertainty"])
+
+
+def rounds_loss() -> str:
+    """What picking `diverse` in 4 rounds, retraining between, did against random, and on how many seeds
+    it won."""
+    data = results("active_learning_current")
+    return f"{signed(data['mean_gain_diverse_4rounds'])} points, winning {data['wins_diverse_4rounds']} of " \
+           f"{len(data['seeds'])} seeds"
+
+
+def rounds_against_one_pick() -> str:
+    data = results("active_learning_current")
+    return points(data["mean_diverse"] - data["mean_diverse_4rounds"])
+
+
+def first_draw_best_seeds() -> str:
+    """The seeds on which random's first draw beat its other two: one draw alone is no fair yardstick."""
+    best = [seed["seed"] for seed in results("active_learning_current")["seeds"]
+            if seed["random"] == max(seed[d] for d in RANDOM_DRAWS)]
+    if not best:
+        return "on no seed"
+    return f"on seed {best[0]}" if len(best) == 1 else \
+        "on seeds " + ", ".join(map(str, best[:-1])) + f" and {best[-1]}"
 
 
 def _earlier_shifts(arm: str) -> list[float]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 from reports import machine, results, rounded, source, table
 
 SEMI_CAMVID = ("semi_supervised_screen_240x180_5min", "semi_supervised_screen_240x180_20min")  # consistency
-SELF_TRAINING_CAMVID = ("semi_supervised_self_training_screen_240x180_5min",)
+SELF_TRAINING_CAMVID = ("semi_supervised_self_training_screen_240x180_5min",
+                        "semi_supervised_self_training_balanced_strong_screen_240x180_20min")
+# Files of a method's later version, and what changed in it: the table names the version beside the method.
+METHOD_VERSIONS = {"semi_supervised_self_training_balanced_strong_screen_240x180_20min":
+                   "labelled half of each epoch, pool in another light"}
 SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
 
 
@@ -60,12 +64,21 @@ def semi_supervised_camvid() -> str:
             if arm == "supervised":
                 continue
             gain = run.get(f"val_gain_points_{arm}", run.get("val_gain_points"))  # older files: one arm, "semi"
-            rows.append([f"{results(name)['minutes']:g} min", "consistency" if arm == "semi" else arm,
+            method = "consistency" if arm == "semi" else arm
+            if name in METHOD_VERSIONS:
+                method += f" ({METHOD_VERSIONS[name]})"
+            rows.append([f"{results(name)['minutes']:g} min", method,
                          _fixed(sup["val_mean_iou"], 3), _fixed(scores["val_mean_iou"], 3), _fixed(gain, 1),
                          f"{sup['epochs']} / {scores['epochs']}"])
     header = ["budget", "method", f"supervised ({labelled} labelled)", f"+ {pool} unlabelled", "gain",
               "epochs (sup. / semi)"]
     return table(header, rows) + "\n\n" + source(*names)
+
+
+def self_training_gain() -> str:
+    """The newest self-training screen's val gain over its supervised arm, in points."""
+    (run,) = results(SELF_TRAINING_CAMVID[-1])["results"]
+    return _fixed(run["val_gain_points_self-training"], 1)
 
 
 def semi_supervised_nuclei() -> str:
