@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from reports import results, rounded, source, table
+from reports import results, rounded, signed, source, table
 
 # The rules of active_learning_current.json, in the table's order, with what each one picks.
 ARMS = [
@@ -23,12 +23,10 @@ def points(iou: float, places: int = 1) -> str:
     return rounded(Decimal(str(iou)) * 100, places)
 
 
-def signed(gain: float) -> str:
-    """A difference of mean IoU in signed points; a second decimal where one would round it to zero."""
-    text = points(abs(gain))
-    if Decimal(text) == 0:
-        text = points(abs(gain), 2)
-    return ("−" if gain < 0 else "+") + text
+def signed_iou(gain: float) -> str:
+    """A difference of mean IoU (0-1) in signed points; a second decimal where one would round it to zero."""
+    value = Decimal(str(gain)) * 100
+    return signed(value, 2 if Decimal(rounded(abs(value), 1)) == 0 else 1)
 
 
 # --- the annotation app (annotate_speed.json) -------------------------------------------------------
@@ -57,7 +55,7 @@ def active_learning() -> str:
              points(data["mean_random_draws"]), "–", "–"]]
     for arm, label in ARMS:
         rows.append([label, *(points(seed[arm]) for seed in seeds), points(data[f"mean_{arm}"]),
-                     signed(data[f"mean_gain_{arm}"]), data[f"wins_{arm}"]])
+                     signed_iou(data[f"mean_gain_{arm}"]), data[f"wins_{arm}"]])
     header = ["40 added by", *(f"seed {seed['seed']}" for seed in seeds), "mean", "against random", "seeds won"]
     return table(header, rows) + "\n\n" + source("active_learning_current")
 
@@ -81,11 +79,11 @@ def stratified_loss() -> str:
 
 
 def typical_gain() -> str:
-    return signed(results("active_learning_current")["mean_gain_typical"])
+    return signed_iou(results("active_learning_current")["mean_gain_typical"])
 
 
 def typical_best_seed() -> str:
-    return signed(max(seed["gain_typical"] for seed in results("active_learning_current")["seeds"]))
+    return signed_iou(max(seed["gain_typical"] for seed in results("active_learning_current")["seeds"]))
 
 
 def diverse_over_uncertainty() -> str:
@@ -97,7 +95,7 @@ def rounds_loss() -> str:
     """What picking `diverse` in 4 rounds, retraining between, did against random, and on how many seeds
     it won."""
     data = results("active_learning_current")
-    return f"{signed(data['mean_gain_diverse_4rounds'])} points, winning {data['wins_diverse_4rounds']} of " \
+    return f"{signed_iou(data['mean_gain_diverse_4rounds'])} points, winning {data['wins_diverse_4rounds']} of " \
            f"{len(data['seeds'])} seeds"
 
 

@@ -1,7 +1,7 @@
 """docs/training.md: the augmentation check, the semi-supervised runs and the 45-minute CamVid run with `auto`."""
 from __future__ import annotations
 
-from reports import machine, results, rounded, source, table
+from reports import machine, results, rounded, signed, source, table
 
 SEMI_CAMVID = ("semi_supervised_screen_240x180_5min", "semi_supervised_screen_240x180_20min")  # consistency
 SELF_TRAINING_CAMVID = ("semi_supervised_self_training_screen_240x180_5min",
@@ -15,10 +15,6 @@ SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
 def _fixed(value: float, places: int) -> str:
     """`value` rounded half up as written in its file (0.6395 -> 0.640), with a typographic minus."""
     return rounded(value, places).replace("-", "−")
-
-
-def _signed(value: float, places: int = 1) -> str:
-    return ("+" if value > 0 else "") + _fixed(value, places)
 
 
 def _where(name: str) -> str:
@@ -78,7 +74,7 @@ def semi_supervised_camvid() -> str:
 def self_training_gain() -> str:
     """The newest self-training screen's val gain over its supervised arm, in points."""
     (run,) = results(SELF_TRAINING_CAMVID[-1])["results"]
-    return _fixed(run["val_gain_points_self-training"], 1)
+    return signed(run["val_gain_points_self-training"])
 
 
 def semi_supervised_nuclei() -> str:
@@ -109,7 +105,7 @@ def semi_per_class() -> str:
     cost = gains[:3]
 
     def listed(pairs, unit: str = "") -> str:
-        parts = [f"{name} ({_signed(round(gain, 4))}{unit if i == 0 else ''})" for i, (gain, name) in enumerate(pairs)]
+        parts = [f"{name} ({signed(round(gain, 4))}{unit if i == 0 else ''})" for i, (gain, name) in enumerate(pairs)]
         return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
     return f"helped {listed(helped, ' points')} and cost {listed(cost)}"
 

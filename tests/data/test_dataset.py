@@ -31,7 +31,7 @@ def test_ignore_value_is_accepted_and_counts_exclude_it(tmp_path):
     assert ds.class_pixel_counts().tolist() == [int((mask == 0).sum()), 0, int((mask == 2).sum())]
 
 
-def test_pseudo_labelled_pairs_join_with_the_labelled_repeated_to_half_of_each_epoch_and_only_they_are_altered(tmp_path):
+def test_pseudo_labelled_pairs_join_the_labelled_repeated_to_half_of_each_epoch_and_only_they_are_altered(tmp_path):
     labelled = [(tmp_path / f"l{i}.png", tmp_path / f"lm{i}.png") for i in range(2)]
     pseudo = [(tmp_path / f"p{i}.png", tmp_path / f"pm{i}.png") for i in range(7)]
     for image, mask in labelled + pseudo:
@@ -45,8 +45,10 @@ def test_pseudo_labelled_pairs_join_with_the_labelled_repeated_to_half_of_each_e
     assert ds.labelled_repeats == 4 and len(ds) == 8 + 7
     assert [ds.pair_index(i) for i in range(len(ds))] == [0, 1] * 4 + list(range(2, 9))
     images = [ds[i][0] for i in range(len(ds))]
-    assert all(float(image.min()) >= 0 for image in images[:8]) and all(bool((image == -1).all()) for image in images[8:])
+    assert all(float(image.min()) >= 0 for image in images[:8])  # the labelled showings: untouched
+    assert all(bool((image == -1).all()) for image in images[8:])
     assert len(set(seen[:8])) == 8  # each showing of a repeated pair is augmented afresh
+    assert sorted(ds._cache) == [0, 1]  # extend(cache=False): the pool is read from disk each time
     assert ds.class_pixel_counts().sum() == 9 * 8 * 6  # pairs, not showings
 
 

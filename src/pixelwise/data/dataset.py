@@ -48,8 +48,8 @@ class SegmentationDataset(Dataset):
         # resume loads the sample, which exact resume and multi-process training both rely on.
         self.seed, self.epoch = seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
-        self._cached_below = None  # pairs from this index on (added by `extend`) are never cached
         self.labelled = len(self.pairs)  # pairs from this index on were added by `extend`: pseudo-labelled
+        self._cache_pseudo = True  # whether the cache keeps those too
         self.labelled_repeats = 1  # each epoch shows every labelled pair this many times
         self.strong_view = None  # (image, rng) -> image, for the pseudo-labelled pairs after the transform
         self._decoded = decoded or {}
@@ -73,7 +73,7 @@ class SegmentationDataset(Dataset):
         else:
             image, mask = read_image(image_path), read_mask(mask_path)
             check_mask(mask, image, mask_path, image_path, self.num_classes, self.ignore_index)
-        if self._cache is not None and (self._cached_below is None or index < self._cached_below):
+        if self._cache is not None and (index < self.labelled or self._cache_pseudo):
             # uint8 masks take an eighth of the memory of int64 ones
             # (no copy of a mask the checker already keeps as uint8: the spec still holds it)
             self._cache[index] = (image, mask.astype(np.uint8, copy=False) if mask.max() < 256 else mask)
@@ -85,8 +85,7 @@ class SegmentationDataset(Dataset):
         labelled pair is shown as many times an epoch as brings the labelled pairs nearest that share of it
         (at least once): a pool eight times the labelled set would otherwise drown the true masks in guessed
         ones. `strong_view(image, rng)` alters each pseudo-labelled image after the transform."""
-        if not cache and self._cached_below is None:
-            self._cached_below = len(self.pairs)
+        self._cache_pseudo = cache
         self.pairs.extend(pairs)
         if labelled_share is not None:
             pseudo = len(self.pairs) - self.labelled

@@ -175,8 +175,8 @@ def prepare_data(cfg: TrainConfig, spec: DatasetSpec, device: torch.device, log:
     train_set.preload("reading train")
     val_set.preload("reading val")
     crop = clamp_crop(cfg.crop_size, train_set)
-    augment = resolve_augment(cfg.augment, (train_set.load(i)[1] for i in range(len(train_set.pairs))), spec.num_classes,
-                              log)
+    masks = (train_set.load(i)[1] for i in range(len(train_set.pairs)))
+    augment = resolve_augment(cfg.augment, masks, spec.num_classes, log)
     train_set.transform = train_transform(crop, cfg.scale_range, spec.ignore_index, cfg.jitter,
                                           top_down=augment == "top-down", colour=cfg.colour)
     weights = class_weights(train_set.class_pixel_counts(), cfg.class_weighting)
