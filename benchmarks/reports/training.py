@@ -8,7 +8,11 @@ SELF_TRAINING_CAMVID = ("semi_supervised_self_training_screen_240x180_5min",
                         "semi_supervised_self_training_balanced_strong_screen_240x180_20min")
 # Files of a method's later version, and what changed in it: the table names the version beside the method.
 METHOD_VERSIONS = {"semi_supervised_self_training_balanced_strong_screen_240x180_20min":
+                   "labelled half of each epoch, pool in another light",
+                   "semi_supervised_self_training_balanced_strong_heldout_0006R0_240x180_10min":
                    "labelled half of each epoch, pool in another light"}
+# Self-training scored on a drive it never saw (the quality issue's protocol), one row per file.
+SELF_TRAINING_HELDOUT = ("semi_supervised_self_training_balanced_strong_heldout_0006R0_240x180_10min",)
 SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
 
 
@@ -69,6 +73,23 @@ def semi_supervised_camvid() -> str:
     header = ["budget", "method", f"supervised ({labelled} labelled)", f"+ {pool} unlabelled", "gain",
               "epochs (sup. / semi)"]
     return table(header, rows) + "\n\n" + source(*names)
+
+
+def semi_supervised_heldout() -> str:
+    """Supervised against self-training on a held-out drive: held-out and val mean IoU, one row per run."""
+    rows = []
+    for name in SELF_TRAINING_HELDOUT:
+        run = _arms(name)
+        sup, semi = run["arms"]["supervised"], run["arms"]["self-training"]
+        rows.append([run["holdout"], f"{results(name)['minutes']:g} min",
+                     f"self-training ({METHOD_VERSIONS[name]})" if name in METHOD_VERSIONS else "self-training",
+                     f"{run['labelled']} / {run['pool']}",
+                     _fixed(sup["test_mean_iou"], 3), _fixed(semi["test_mean_iou"], 3),
+                     signed(run["gain_points_self-training"]), signed(run["val_gain_points_self-training"]),
+                     f"{sup['epochs']} / {semi['epochs']}"])
+    header = ["held-out drive", "budget", "method", "labelled / pool", "supervised", "+ pool", "gain",
+              "val gain", "epochs (sup. / semi)"]
+    return table(header, rows) + "\n\n" + source(*SELF_TRAINING_HELDOUT)
 
 
 def self_training_gain() -> str:
