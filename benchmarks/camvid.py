@@ -9,7 +9,7 @@ and is scored on the held-out drive, which it never saw: a new street, as in Cam
 and in every user's data. Val rewards memory of the drive that 305 of its 468 frames come from,
 so quality decisions are made on these figures. --size 240x180 screens ideas on downscaled copies.
 --rescore-flip RUN... scores such runs' best.pt again, with and without flip test-time augmentation:
-a paired comparison on the same weights.
+a paired comparison on the same weights; --scales 0.75 1 1.25 adds multi-scale flip TTA.
 
 Trains pixelwise's default model (FCN-8s / EfficientNet-Lite0) with `pixelwise train`'s
 defaults on ../shared/data/camvid train, scores it on val, and with --peer trains
@@ -97,6 +97,8 @@ def main() -> None:
                         help="TrainConfig fields to change, e.g. model=context_fpn infer_scale=1.0")
     parser.add_argument("--rescore-flip", nargs="+", metavar="RUN",
                         help="score held-out runs' best.pt again, without and with flip TTA (no training)")
+    parser.add_argument("--scales", type=float, nargs="+", metavar="S",
+                        help="with --rescore-flip: also score multi-scale flip TTA over these inference scales")
     args = parser.parse_args()
     if args.rescore_flip:
         return rescore_flip(args)
@@ -196,31 +198,56 @@ def holdout_run(args, sequence: str, seed: int, overrides: dict) -> dict:
     return result
 
 
-def flip_scores(best: Path, view: Path) -> dict:
-    """Held-out mean IoU of `best` at --profile accurate, without and with flip test-time augmentation."""
+class MultiScale:
+    """An engine whose logits are its mean class probabilities over several inference scales (each with the
+    engine's flip setting): multi-scale test-time augmentation, for scoring only."""
+
+    def __init__(self, engine, scales: list[float]):
+        self.engine, self.scales = engine, scales
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        total, own = 0, self.engine.scale
+        try:
+            for scale in self.scales:
+                self.engine.scale = scale
+                total = total + self.engine.logits(images).softmax(1)
+        finally:
+            self.engine.scale = own
+        return total  # argmax is all the scoring reads
+
+
+def flip_scores(best: Path, view: Path, scales: list[float] | None = None) -> dict:
+    """Held-out mean IoU of `best` at --profile accurate, without and with flip test-time augmentation, and
+    with `scales` also over those inference scales, flipped."""
     spec = load_spec(view)
     dataset = SegmentationDataset(spec.split("test"), spec.num_classes, spec.ignore_index)
     engine = create_engine("torch", best, profile="accurate")
+    variants = {"plain": (engine, False), "flip": (engine, True)}
+    if scales:
+        variants["scales_flip"] = (MultiScale(engine, scales), True)
     scores = {}
-    for flip in (False, True):
+    for key, (runner, flip) in variants.items():
         engine.flip = flip
-        matrix = evaluate_engine(engine, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index))
-        scores["flip" if flip else "plain"] = round(matrix.compute(spec.class_names)["mean_iou"], 4)
+        matrix = evaluate_engine(runner, dataset, ConfusionMatrix(spec.num_classes, spec.ignore_index))
+        scores[key] = round(matrix.compute(spec.class_names)["mean_iou"], 4)
     return scores
 
 
 def rescore_flip(args) -> None:
-    """--rescore-flip: runs of --holdout-sequence (folders named SEQ_seedN...), scored again with flip TTA."""
+    """--rescore-flip: runs of --holdout-sequence (folders named SEQ_seedN...), scored again with flip TTA
+    (and with --scales, multi-scale flip TTA)."""
     runs = {}
     for run in map(Path, args.rescore_flip):
         sequence = run.name.split("_")[0]
         view = Path(args.out) / (f"data_{sequence}" + (f"_{args.size}" if args.size else ""))
-        runs[run.name] = flip_scores(run / "best.pt", view)
+        runs[run.name] = flip_scores(run / "best.pt", view, args.scales)
         print(run.name, runs[run.name], flush=True)
     gains = [100 * (r["flip"] - r["plain"]) for r in runs.values()]
-    print(json.dumps({"benchmark": "camvid_holdout_flip", **run_record(), "runs": runs,
-                      "mean_gain_points": round(statistics.mean(gains), 2),
-                      "every_run_gains": all(g > 0 for g in gains)}))
+    summary = {"mean_gain_points": round(statistics.mean(gains), 2), "every_run_gains": all(g > 0 for g in gains)}
+    if args.scales:
+        over_flip = [100 * (r["scales_flip"] - r["flip"]) for r in runs.values()]
+        summary |= {"scales": args.scales, "scales_over_flip_mean_gain_points": round(statistics.mean(over_flip), 2)}
+    print(json.dumps({"benchmark": "camvid_holdout_flip", **run_record(), "runs": runs, **summary}))
 
 
 def holdout(args) -> None:

@@ -776,3 +776,74 @@ def heldout_val_every() -> str:
 def val_every_gain() -> str:
     fewer, every = (Decimal(str(results(VAL_EVERY[k])["heldout_mean_iou"])) for k in (0, 1))
     return signed((fewer - every) * 100) + " points"
+
+
+# ------------------------------------------------------------------ held-out drives at full size, 45 minutes
+
+# One (drive, seed) pair a row, each arm its own `camvid.py --holdout-sequence` run: today's default, the
+# candidate (context_fpn x1 with --infer-flip, so its own file scores it with flip), and `--rescore-flip` of
+# both checkpoints (the candidate without flip, the default with it). Later sessions add rows.
+FULL_SIZE = [("camvid_holdout_fcn8s_0006R0_seed0_45min", "camvid_holdout_context_fpn_flip_0006R0_seed0_45min",
+              "camvid_holdout_flip_0006R0_seed0_45min")]
+
+
+def _only_run(name: str) -> dict:
+    (run,) = results(name)["runs"]
+    return run
+
+
+def _rescored(name: str, model: str) -> dict:
+    """The flip rescoring of the run folder whose name marks `model` (the default's folder has no overrides)."""
+    runs = results(name)["runs"]
+    return next(scores for folder, scores in runs.items() if ("model-" in folder) == (model != "fcn8s"))
+
+
+def _full_size_gains() -> list[Decimal]:
+    return [(Decimal(str(_only_run(c)["heldout_mean_iou"])) - Decimal(str(_only_run(d)["heldout_mean_iou"]))) * 100
+            for d, c, _ in FULL_SIZE]
+
+
+def heldout_full_size() -> str:
+    rows = []
+    for default_name, candidate_name, flip_name in FULL_SIZE:
+        default, candidate = _only_run(default_name), _only_run(candidate_name)
+        gain = (Decimal(str(candidate["heldout_mean_iou"])) - Decimal(str(default["heldout_mean_iou"]))) * 100
+        rows.append([f"{default['sequence']}, seed {default['seed']}",
+                     rounded(default["heldout_mean_iou"], 3), rounded(_rescored(flip_name, "fcn8s")["flip"], 3),
+                     rounded(_rescored(flip_name, "context_fpn")["plain"], 3),
+                     f"**{rounded(candidate['heldout_mean_iou'], 3)}**", f"**{signed(gain)}**",
+                     f"{rounded(default['val_mean_iou'], 3)} / {rounded(candidate['val_mean_iou'], 3)}",
+                     f"{default['epochs']} / {candidate['epochs']}",
+                     f"{rounded(default['train_images_per_s'], 1)} / {rounded(candidate['train_images_per_s'], 1)}"])
+    header = ["held out", "FCN-8s ×1.75 (default)", "FCN-8s ×1.75 + flip", "context_fpn ×1",
+              "context_fpn ×1 + flip", "gain", "val (default / candidate)", "epochs", "train img/s"]
+    names = [name for triple in FULL_SIZE for name in triple]
+    return table(header, rows) + "\n\n" + source(*names)
+
+
+def heldout_full_size_per_class() -> str:
+    """Per-class held-out IoU of each full-size pair: default, candidate, difference in points."""
+    default_name, candidate_name, _ = FULL_SIZE[-1]
+    default = _only_run(default_name)["heldout_per_class_iou"]
+    candidate = _only_run(candidate_name)["heldout_per_class_iou"]
+    precision = (_only_run(default_name)["heldout_per_class_precision"],
+                 _only_run(candidate_name)["heldout_per_class_precision"])
+    recall = (_only_run(default_name)["heldout_per_class_recall"], _only_run(candidate_name)["heldout_per_class_recall"])
+    rows = []
+    for name in default:
+        if default[name] is None or candidate[name] is None:
+            rows.append([name.replace("_symbol", ""), "—", "—", "—", "—", "—"])
+            continue
+        delta = (Decimal(str(candidate[name])) - Decimal(str(default[name]))) * 100
+        rows.append([name.replace("_symbol", ""), rounded(default[name], 3), rounded(candidate[name], 3), signed(delta),
+                     f"{rounded(precision[0][name], 2)} / {rounded(precision[1][name], 2)}",
+                     f"{rounded(recall[0][name], 2)} / {rounded(recall[1][name], 2)}"])
+    run = _only_run(default_name)
+    header = ["class", "FCN-8s (default)", "context_fpn ×1 + flip", "difference (points)", "precision (default / candidate)",
+              "recall (default / candidate)"]
+    return f"Held out {run['sequence']}, seed {run['seed']}:\n\n" + table(header, rows)
+
+
+def full_size_mean_gain() -> str:
+    gains = _full_size_gains()
+    return f"{signed(_mean(gains))} points over {len(gains)} pair{'s' if len(gains) > 1 else ''}"
