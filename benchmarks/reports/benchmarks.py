@@ -847,3 +847,20 @@ def heldout_full_size_per_class() -> str:
 def full_size_mean_gain() -> str:
     gains = _full_size_gains()
     return f"{signed(_mean(gains))} points over {len(gains)} pair{'s' if len(gains) > 1 else ''}"
+
+
+def full_size_flip_gains() -> str:
+    """Flip TTA's gain on the full-size checkpoints: the default's and the candidate's, in points."""
+    gains = []
+    for _, _, flip_name in FULL_SIZE:
+        for model in ("fcn8s", "context_fpn"):
+            scores = _rescored(flip_name, model)
+            gains.append((Decimal(str(scores["flip"])) - Decimal(str(scores["plain"]))) * 100)
+    return " and ".join(signed(g) for g in gains)
+
+
+def full_size_speed_ratio() -> str:
+    """The candidate's training images/s as a share of the default's, over the full-size pairs."""
+    default = _mean(_only_run(d)["train_images_per_s"] for d, _, _ in FULL_SIZE)
+    candidate = _mean(_only_run(c)["train_images_per_s"] for _, c, _ in FULL_SIZE)
+    return f"{rounded(candidate / default, 2)}×"
