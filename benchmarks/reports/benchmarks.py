@@ -864,3 +864,15 @@ def full_size_speed_ratio() -> str:
     default = _mean(_only_run(d)["train_images_per_s"] for d, _, _ in FULL_SIZE)
     candidate = _mean(_only_run(c)["train_images_per_s"] for _, c, _ in FULL_SIZE)
     return f"{rounded(candidate / default, 2)}×"
+
+
+FULL_SIZE_SCALES = "camvid_holdout_scales_0006R0_seed0_45min"  # the candidate's multi-scale flip rescoring
+
+
+def full_size_multiscale() -> str:
+    """The candidate with multi-scale flip TTA: its score and its gain over flip alone."""
+    data = results(FULL_SIZE_SCALES)
+    (scores,) = data["runs"].values()
+    scales = ", ".join(f"{s:g}" for s in data["scales"])
+    return (f"{rounded(scores['scales_flip'], 3)} over scales {scales} with flip, "
+            f"{signed(data['scales_over_flip_mean_gain_points'])} over flip alone")
