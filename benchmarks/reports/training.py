@@ -10,9 +10,12 @@ SELF_TRAINING_CAMVID = ("semi_supervised_self_training_screen_240x180_5min",
 METHOD_VERSIONS = {"semi_supervised_self_training_balanced_strong_screen_240x180_20min":
                    "labelled half of each epoch, pool in another light",
                    "semi_supervised_self_training_balanced_strong_heldout_0006R0_240x180_10min":
-                   "labelled half of each epoch, pool in another light"}
+                   "labelled half of each epoch, pool in another light",
+                   "semi_supervised_self_training_cutmix_heldout_0006R0_240x180_10min":
+                   "the same + CutMix between pool images; reverted"}
 # Self-training scored on a drive it never saw (the quality issue's protocol), one row per file.
-SELF_TRAINING_HELDOUT = ("semi_supervised_self_training_balanced_strong_heldout_0006R0_240x180_10min",)
+SELF_TRAINING_HELDOUT = ("semi_supervised_self_training_balanced_strong_heldout_0006R0_240x180_10min",
+                         "semi_supervised_self_training_cutmix_heldout_0006R0_240x180_10min")
 SEMI_NUCLEI = "semi_supervised_nuclei_1.5min"
 
 

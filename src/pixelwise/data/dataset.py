@@ -51,7 +51,7 @@ class SegmentationDataset(Dataset):
         self.labelled = len(self.pairs)  # pairs from this index on were added by `extend`: pseudo-labelled
         self._cache_pseudo = True  # whether the cache keeps those too
         self.labelled_repeats = 1  # each epoch shows every labelled pair this many times
-        self.strong_view = None  # (image, mask, rng, partner) -> (image, mask), for the pseudo-labelled pairs
+        self.strong_view = None  # (image, rng) -> image, for the pseudo-labelled pairs after the transform
         self._decoded = decoded or {}
 
     def __len__(self) -> int:
@@ -84,8 +84,7 @@ class SegmentationDataset(Dataset):
         a large pool is read from disk each epoch instead of filling memory. With `labelled_share`, each
         labelled pair is shown as many times an epoch as brings the labelled pairs nearest that share of it
         (at least once): a pool eight times the labelled set would otherwise drown the true masks in guessed
-        ones. `strong_view(image, mask, rng, partner)` alters each pseudo-labelled sample after the transform;
-        `partner()` gives it another pseudo-labelled sample, transformed, to mix in."""
+        ones. `strong_view(image, rng)` alters each pseudo-labelled image after the transform."""
         self._cache_pseudo = cache
         self.pairs.extend(pairs)
         if labelled_share is not None:
@@ -101,22 +100,13 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int):
         pair = self.pair_index(index)
-        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # a repeated pair is augmented afresh each time
-        image, mask = self._transformed(pair, rng)
-        if self.strong_view is not None and pair >= self.labelled:
-            image, mask = self.strong_view(image, mask, rng, partner=lambda: self._partner(index, rng))
-        return image, mask
-
-    def _transformed(self, pair: int, rng: random.Random):
         image, mask = to_tensors(*self.load(pair))
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # a repeated pair is augmented afresh each time
         if self.transform is not None:
             image, mask = self.transform(image, mask, rng)
+        if self.strong_view is not None and pair >= self.labelled:
+            image = self.strong_view(image, rng)
         return image, mask
-
-    def _partner(self, index: int, rng: random.Random):
-        """Another pseudo-labelled pair, drawn by `rng` and transformed with its own draws."""
-        pair = self.labelled + rng.randrange(len(self.pairs) - self.labelled)
-        return self._transformed(pair, random.Random(f"{self.seed}:{self.epoch}:{index}:partner"))
 
     def class_pixel_counts(self) -> np.ndarray:
         """Labelled pixels per class (ignore excluded), read from the untransformed masks."""

@@ -5,8 +5,7 @@ self-training (offline, ST++): the first TEACHER_SHARE of the run trains on the 
 then the model labels the whole pool once, as `--profile accurate` would predict it, and the rest of the
 run trains on the labelled and the pseudo-labelled images together, each step as cheap as a supervised
 one. The labelled images are repeated to about LABELLED_SHARE of each epoch, and the pseudo-labelled ones
-are seen in another light, with a piece of another
-pool image pasted in (`strong_view`).
+are seen in another light (`strong_view`).
 
 Consistency in detail:
 
@@ -196,23 +195,13 @@ class Consistency:
 # ---------------------------------------------------------------- offline self-training
 
 
-def strong_view(image: torch.Tensor, mask: torch.Tensor, rng: random.Random, partner,
-                mix_chance: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-training's view of one pseudo-labelled (3, H, W) image and its (H, W) mask: for about
-    `mix_chance` of the images a box of another pseudo-labelled image, `partner()` -> (image, mask) after
-    the transform, pasted with its labels (CutMix), then consistency's light and blur over the whole. All
-    drawn from the sample's own `rng` (random.Random), so a resumed run draws the same. The geometry stays
-    the transform's, which moved the pseudo-label with it. A model that learns its own guesses from the view
-    it made them on learns little; from another light, beside a piece of another street, it must find what
-    holds across both (ST++, UniMatch)."""
+def strong_view(image: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Self-training's view of one pseudo-labelled (3, H, W) image: consistency's light and blur, drawn from
+    the sample's own `rng` (random.Random), so a resumed run draws the same. The geometry stays the
+    transform's, which moved the pseudo-label with it. A model that learns its own guesses from the view it
+    made them on learns little; from another light it must find what holds across lights (ST++)."""
     generator = torch.Generator().manual_seed(rng.getrandbits(63))
-    boxes = cutmix_boxes(1, *image.shape[-2:], generator, chance=mix_chance)
-    if boxes.any():
-        other_image, other_mask = partner()
-        if other_image.shape == image.shape:  # uncropped images of other sizes are left unmixed
-            image = torch.where(boxes, other_image, image)
-            mask = torch.where(boxes[0], other_mask, mask)
-    return blur(recolour(image[None], generator), generator)[0], mask
+    return blur(recolour(image[None], generator), generator)[0]
 
 
 SEMI_METHODS = ("consistency", "self-training")
