@@ -876,3 +876,21 @@ def full_size_multiscale() -> str:
     scales = ", ".join(f"{s:g}" for s in data["scales"])
     return (f"{rounded(scores['scales_flip'], 3)} over scales {scales} with flip, "
             f"{signed(data['scales_over_flip_mean_gain_points'])} over flip alone")
+
+
+# The default's checkpoint with flip at lower inference scales (`--rescore-flip RUN --scales S`), by scale.
+FULL_SIZE_FCN_FLIP = {1.25: "camvid_holdout_fcn8s_flip_x1.25_0006R0_seed0_45min",
+                      1.5: "camvid_holdout_fcn8s_flip_x1.5_0006R0_seed0_45min"}
+
+
+def full_size_fcn_flip_scales() -> str:
+    """FCN-8s with flip at each lower inference scale: its held-out score, and the pixels it runs on as a share
+    of the default's (x1.75, no flip): two passes of scale**2 against one of 1.75**2."""
+    parts = []
+    for scale, name in FULL_SIZE_FCN_FLIP.items():
+        (scores,) = results(name)["runs"].values()
+        delta = (Decimal(str(scores["scales_flip"])) - Decimal(str(scores["plain"]))) * 100
+        pixels = Decimal(2) * Decimal(str(scale)) ** 2 / Decimal("1.75") ** 2
+        parts.append(f"×{scale:g} + flip {rounded(scores['scales_flip'], 3)} ({signed(delta)}, "
+                     f"{rounded(pixels, 2)}× the pixels)")
+    return "; ".join(parts)
