@@ -23,7 +23,6 @@ class ScaleEngine:
 def test_multi_scale_averages_each_scales_probabilities():
     images = torch.zeros(1, 3, 2, 3)
     engine = ScaleEngine()
-    engine.scale = 1.0
     probabilities = MultiScale(engine, [1.0, 2.0]).logits(images)
     # scale 1: softmax(2, 0); scale 2: softmax(0, 3); their sum
     first, second = torch.tensor([2.0, 0.0]).softmax(0), torch.tensor([0.0, 3.0]).softmax(0)

@@ -792,26 +792,29 @@ def _only_run(name: str) -> dict:
     return run
 
 
-def _rescored(name: str, model: str) -> dict:
-    """The flip rescoring of the run folder whose name marks `model` (the default's folder has no overrides)."""
-    runs = results(name)["runs"]
-    return next(scores for folder, scores in runs.items() if ("model-" in folder) == (model != "fcn8s"))
+def _points(new, old) -> Decimal:
+    """new - old, two scores from the files, in points."""
+    return (Decimal(str(new)) - Decimal(str(old))) * 100
 
 
-def _full_size_gains() -> list[Decimal]:
-    return [(Decimal(str(_only_run(c)["heldout_mean_iou"])) - Decimal(str(_only_run(d)["heldout_mean_iou"]))) * 100
-            for d, c, _ in FULL_SIZE]
+def _rescored(name: str, candidate: bool) -> dict:
+    """The flip rescoring of the candidate's run folder (named by its overrides) or the default's (none)."""
+    return next(scores for folder, scores in results(name)["runs"].items() if ("model-" in folder) == candidate)
+
+
+def _full_size_gain(default_name: str, candidate_name: str) -> Decimal:
+    return _points(_only_run(candidate_name)["heldout_mean_iou"], _only_run(default_name)["heldout_mean_iou"])
 
 
 def heldout_full_size() -> str:
     rows = []
     for default_name, candidate_name, flip_name in FULL_SIZE:
         default, candidate = _only_run(default_name), _only_run(candidate_name)
-        gain = (Decimal(str(candidate["heldout_mean_iou"])) - Decimal(str(default["heldout_mean_iou"]))) * 100
         rows.append([f"{default['sequence']}, seed {default['seed']}",
-                     rounded(default["heldout_mean_iou"], 3), rounded(_rescored(flip_name, "fcn8s")["flip"], 3),
-                     rounded(_rescored(flip_name, "context_fpn")["plain"], 3),
-                     f"**{rounded(candidate['heldout_mean_iou'], 3)}**", f"**{signed(gain)}**",
+                     rounded(default["heldout_mean_iou"], 3), rounded(_rescored(flip_name, False)["flip"], 3),
+                     rounded(_rescored(flip_name, True)["plain"], 3),
+                     f"**{rounded(candidate['heldout_mean_iou'], 3)}**",
+                     f"**{signed(_full_size_gain(default_name, candidate_name))}**",
                      f"{rounded(default['val_mean_iou'], 3)} / {rounded(candidate['val_mean_iou'], 3)}",
                      f"{default['epochs']} / {candidate['epochs']}",
                      f"{rounded(default['train_images_per_s'], 1)} / {rounded(candidate['train_images_per_s'], 1)}"])
@@ -822,40 +825,35 @@ def heldout_full_size() -> str:
 
 
 def heldout_full_size_per_class() -> str:
-    """Per-class held-out IoU of each full-size pair: default, candidate, difference in points."""
+    """Per-class held-out IoU of the newest full-size pair (default, candidate, difference in points), with
+    precision and recall."""
     default_name, candidate_name, _ = FULL_SIZE[-1]
-    default = _only_run(default_name)["heldout_per_class_iou"]
-    candidate = _only_run(candidate_name)["heldout_per_class_iou"]
-    precision = (_only_run(default_name)["heldout_per_class_precision"],
-                 _only_run(candidate_name)["heldout_per_class_precision"])
-    recall = (_only_run(default_name)["heldout_per_class_recall"], _only_run(candidate_name)["heldout_per_class_recall"])
+    default, candidate = _only_run(default_name), _only_run(candidate_name)
     rows = []
-    for name in default:
-        if default[name] is None or candidate[name] is None:
+    for name, iou in default["heldout_per_class_iou"].items():
+        other = candidate["heldout_per_class_iou"][name]
+        if iou is None or other is None:
             rows.append([name.replace("_symbol", ""), "—", "—", "—", "—", "—"])
             continue
-        delta = (Decimal(str(candidate[name])) - Decimal(str(default[name]))) * 100
-        rows.append([name.replace("_symbol", ""), rounded(default[name], 3), rounded(candidate[name], 3), signed(delta),
-                     f"{rounded(precision[0][name], 2)} / {rounded(precision[1][name], 2)}",
-                     f"{rounded(recall[0][name], 2)} / {rounded(recall[1][name], 2)}"])
-    run = _only_run(default_name)
-    header = ["class", "FCN-8s (default)", "context_fpn ×1 + flip", "difference (points)", "precision (default / candidate)",
-              "recall (default / candidate)"]
-    return f"Held out {run['sequence']}, seed {run['seed']}:\n\n" + table(header, rows)
+        both = {measure: " / ".join(rounded(run[f"heldout_per_class_{measure}"][name], 2)
+                                    for run in (default, candidate))
+                for measure in ("precision", "recall")}
+        rows.append([name.replace("_symbol", ""), rounded(iou, 3), rounded(other, 3), signed(_points(other, iou)),
+                     both["precision"], both["recall"]])
+    header = ["class", "FCN-8s (default)", "context_fpn ×1 + flip", "difference (points)",
+              "precision (default / candidate)", "recall (default / candidate)"]
+    return f"Held out {default['sequence']}, seed {default['seed']}:\n\n" + table(header, rows)
 
 
 def full_size_mean_gain() -> str:
-    gains = _full_size_gains()
+    gains = [_full_size_gain(default_name, candidate_name) for default_name, candidate_name, _ in FULL_SIZE]
     return f"{signed(_mean(gains))} points over {len(gains)} pair{'s' if len(gains) > 1 else ''}"
 
 
 def full_size_flip_gains() -> str:
     """Flip TTA's gain on the full-size checkpoints: the default's and the candidate's, in points."""
-    gains = []
-    for _, _, flip_name in FULL_SIZE:
-        for model in ("fcn8s", "context_fpn"):
-            scores = _rescored(flip_name, model)
-            gains.append((Decimal(str(scores["flip"])) - Decimal(str(scores["plain"]))) * 100)
+    gains = [_points(scores["flip"], scores["plain"])
+             for _, _, flip_name in FULL_SIZE for scores in (_rescored(flip_name, False), _rescored(flip_name, True))]
     return " and ".join(signed(g) for g in gains)
 
 
@@ -884,12 +882,12 @@ FULL_SIZE_FCN_FLIP = {1.25: "camvid_holdout_fcn8s_flip_x1.25_0006R0_seed0_45min"
 
 
 def full_size_fcn_flip_scales() -> str:
-    """FCN-8s with flip at each lower inference scale: its held-out score, and the pixels it runs on as a share
-    of the default's (x1.75, no flip): two passes of scale**2 against one of 1.75**2."""
+    """FCN-8s with flip at each lower inference scale: its held-out score against the same weights at x1.75
+    without flip, and the pixels it runs on as a share of those: two passes of scale**2 against one of 1.75**2."""
     parts = []
     for scale, name in FULL_SIZE_FCN_FLIP.items():
         (scores,) = results(name)["runs"].values()
-        delta = (Decimal(str(scores["scales_flip"])) - Decimal(str(scores["plain"]))) * 100
+        delta = _points(scores["scales_flip"], scores["plain"])
         pixels = Decimal(2) * Decimal(str(scale)) ** 2 / Decimal("1.75") ** 2
         parts.append(f"×{scale:g} + flip {rounded(scores['scales_flip'], 3)} ({signed(delta)}, "
                      f"{rounded(pixels, 2)}× the pixels)")

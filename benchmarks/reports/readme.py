@@ -26,8 +26,9 @@ def heldout() -> str:
     """The screen (240x180, five minutes) beside the full-size run (480x360, 45 minutes) of the same two models."""
     screen = results("camvid_holdout_screen_240x180_5min")["configs"]
     default_name, candidate_name, _ = FULL_SIZE[0]
-    full = {key: results(name)["runs"][0] for key, name in (("fcn8s", default_name), ("context_scale1", candidate_name))}
-    names = {"fcn8s": "FCN-8s/Lite0 (the default)", "context_scale1": "context_fpn/Lite0, inference scale 1 (full size: + flip TTA)"}
+    full = {"fcn8s": results(default_name)["runs"][0], "context_scale1": results(candidate_name)["runs"][0]}
+    names = {"fcn8s": "FCN-8s/Lite0 (the default)",
+             "context_scale1": "context_fpn/Lite0, inference scale 1 (full size: + flip TTA)"}
     rows = []
     for key, label in names.items():
         per = screen[key]["heldout_mean_iou_per_sequence"]
